@@ -1,0 +1,43 @@
+"""runners: the same workloads on interchangeable parallel back-ends, measured side by side.
+
+The public API is what this module exports; plugins and tasks use nothing else.
+"""
+
+from ._backend import (
+    Backend,
+    Batch,
+    BatchResult,
+    ItemFailure,
+    NoOptions,
+    future_outcome,
+    portable_exception,
+    run_batch,
+    stream_futures,
+    usable_cpus,
+)
+from ._config import job_from_sources, parse_sets, read_yaml
+from ._engine import DEFAULT_SEED, Job, Plan, RunRecord, Timings, plan, run, run_on
+from ._errors import (
+    BackendNotFound,
+    BackendUnavailable,
+    ConfigError,
+    ItemTimeout,
+    NotPicklable,
+    RemoteTraceback,
+    RunnersError,
+    TaskError,
+    TaskNotFound,
+    WorkerLost,
+)
+from ._registry import backend_names, backend_status, load_backend, load_task, task_names
+from ._task import Task, Verdict, item_seed, param
+
+__all__ = [
+    "DEFAULT_SEED", "Backend", "BackendNotFound", "BackendUnavailable", "Batch", "BatchResult",
+    "ConfigError", "ItemFailure", "ItemTimeout", "Job", "NoOptions", "NotPicklable", "Plan",
+    "RemoteTraceback", "RunRecord", "RunnersError", "Task", "TaskError", "TaskNotFound", "Timings",
+    "Verdict", "WorkerLost", "backend_names", "backend_status", "future_outcome", "item_seed",
+    "job_from_sources", "load_backend", "load_task", "param", "parse_sets", "plan",
+    "portable_exception", "read_yaml", "run", "run_batch", "run_on", "stream_futures", "task_names",
+    "usable_cpus",
+]

@@ -1,0 +1,186 @@
+"""The back-end contract: start workers, run batches of items, hand back outcomes, shut down.
+
+A back-end knows nothing of tasks, configs, retries or reports. The engine gives it an iterator of
+`Batch`es; it pulls from that iterator as it has room (so the engine can size later batches from the
+cost it observed), runs `run_batch` on each in a worker, and yields one `BatchResult` per batch as it
+completes, in any order. Item errors travel inside the result; a lost worker is a `BatchResult` whose
+`error` is a `WorkerLost`. Capabilities are plain class attributes, never extra methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import multiprocessing
+import os
+import pickle
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, ClassVar
+
+from ._errors import WorkerLost
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A back-end that takes no options."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive items `start`, `start + 1`, ... to run with `fn`; `id` is the engine's label."""
+
+    id: int
+    fn: Callable[[Any], Any]
+    start: int
+    items: list[Any]
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """An item that raised: the exception (or a picklable stand-in) and the worker's traceback."""
+
+    index: int
+    item: Any
+    exception: BaseException
+    traceback: str
+
+
+@dataclass
+class BatchResult:
+    """What came back for one batch: values of the items that ran, and the error that stopped it."""
+
+    batch_id: int
+    values: list[Any]
+    error: ItemFailure | WorkerLost | None = None
+    host: str = ""
+    pid: int = 0
+    seconds: float = 0.0  # compute time inside the worker, for batch sizing
+    node: str = ""  # the node that ran it, where a back-end knows better than the host name
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_batch(batch: Batch) -> BatchResult:
+    """Run one batch in the current process; stops at the first item that raises. Used by workers."""
+    values: list[Any] = []
+    error = None
+    began = time.perf_counter()
+    for offset, item in enumerate(batch.items):
+        try:
+            values.append(batch.fn(item))
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in an item is a task failure too
+            if isinstance(exc, KeyboardInterrupt) and _is_main_process():
+                raise
+            error = ItemFailure(batch.start + offset, item, portable_exception(exc),
+                                "".join(traceback.format_exception(exc)))
+            break
+    host = socket.gethostname()
+    return BatchResult(batch.id, values, error, host, os.getpid(), time.perf_counter() - began, host)
+
+
+def portable_exception(exc: BaseException) -> BaseException:
+    """`exc` itself if it survives pickling, else a RuntimeError that keeps its type name and message."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any failure to round-trip means: send a stand-in
+        return RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+
+
+def _is_main_process() -> bool:
+    # Ctrl-C must stop the driver (serial and thread back-ends run items there); in a pool worker it
+    # is reported as the item's failure instead, so the pool learns of it rather than losing a worker.
+    return multiprocessing.parent_process() is None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), not all the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class Backend(abc.ABC):
+    """Where items run. Subclasses set the class attributes and implement start, run and shutdown.
+
+    Used as a context manager: `start()` on enter, `shutdown()` on exit, also after an error.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions  # a frozen dataclass; its fields are the back-end's options
+    requires: ClassVar[tuple[str, ...]] = ()  # modules that must be importable to use it
+    extra: ClassVar[str | None] = None  # the pip extra that installs them: runners[extra]
+    separate_processes: ClassVar[bool] = False  # items run in other processes: fn and items must pickle
+    distributed: ClassVar[bool] = False  # workers may be on other machines
+    shares_memory: ClassVar[bool] = False  # workers see the driver's memory (no copies)
+    runs_coroutines: ClassVar[bool] = False  # `fn` is the task's async function, not its plain one
+
+    def __init__(self, options: Any = None, workers: int | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+        self.workers = workers or usable_cpus()
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the workers; called once before `run`."""
+
+    @abc.abstractmethod
+    def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+        """Run `batches` (pulled lazily, a bounded number in flight); yield each result as it completes."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Cancel what is pending and stop every worker; safe to call twice or after a failed start."""
+
+    def __enter__(self) -> Backend:
+        try:
+            self.start()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+
+def stream_futures(submit: Callable[[Batch], Future], batches: Iterator[Batch], in_flight: int,
+                   backend: str) -> Iterator[BatchResult]:
+    """`Backend.run` for any executor whose `submit` returns a `concurrent.futures.Future`.
+
+    Keeps at most `in_flight` batches submitted, yields results as they complete, and cancels what is
+    still pending when the consumer stops early (an error, or Ctrl-C).
+    """
+    pending: dict[Future, Batch] = {}
+    try:
+        for batch in islice(batches, in_flight):
+            pending[submit(batch)] = batch
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                batch = pending.pop(future)
+                yield future_outcome(future, batch, backend)
+                following = next(batches, None)
+                if following is not None:
+                    pending[submit(following)] = following
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def future_outcome(future: Future, batch: Batch, backend: str) -> BatchResult:
+    """The `BatchResult` a finished future holds, with transport failures turned into errors."""
+    exc = future.exception()
+    if exc is None:
+        return future.result()
+    indices = list(range(batch.start, batch.start + len(batch.items)))
+    if isinstance(exc, BrokenExecutor):
+        return BatchResult(batch.id, [], WorkerLost(f"the pool broke ({exc})", backend, indices))
+    # Not raised by an item (those are caught in run_batch): sending or receiving the batch failed.
+    failure = ItemFailure(batch.start, batch.items[0] if batch.items else None, portable_exception(exc),
+                          "".join(traceback.format_exception(exc)))
+    return BatchResult(batch.id, [], failure)

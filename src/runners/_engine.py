@@ -1,0 +1,266 @@
+"""The engine: plan a job, batch its items, run them on a back-end, combine in order, time it all."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from ._backend import Backend, Batch, BatchResult, ItemFailure, usable_cpus
+from ._errors import ConfigError, NotPicklable, RemoteTraceback, RunnersError, TaskError, WorkerLost
+from ._registry import load_backend, load_task
+from ._task import Task, Verdict
+from ._validate import build
+
+DEFAULT_SEED = 20260101
+TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (~0.1-1 ms), short enough to balance
+MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this much work
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything that defines a run, as plain values (from YAML, flags or Python)."""
+
+    task: str | Task
+    params: Mapping[str, Any] = field(default_factory=dict)
+    backend: str = "serial"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    workers: int | None = None  # None: the CPUs this process may use
+    chunksize: int | None = None  # None: automatic, sized from the measured cost of an item
+    seed: int = DEFAULT_SEED
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated job: the task and back-end loaded, params and options typed. Nothing started yet."""
+
+    task: Task
+    params: Any
+    backend: type[Backend]
+    options: Any
+    workers: int
+    chunksize: int | None
+    seed: int
+
+    def make_backend(self) -> Backend:
+        return self.backend(self.options, self.workers)
+
+
+@dataclass
+class Timings:
+    startup: float = 0.0
+    compute: float = 0.0
+    shutdown: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.startup + self.compute + self.shutdown
+
+
+@dataclass
+class RunRecord:
+    """What a run produced: the result, its check, where items ran, and how long each phase took."""
+
+    task: str
+    params: dict[str, Any]
+    backend: str
+    options: dict[str, Any]
+    workers: int
+    chunksize: int | None
+    seed: int
+    result: Any
+    check: Verdict
+    timings: Timings
+    items: int
+    batches: int
+    placement: dict[str, dict[int, int]]  # node -> pid -> items it ran
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "params": self.params,
+            "backend": self.backend,
+            "options": self.options,
+            "workers": self.workers,
+            "chunksize": self.chunksize if self.chunksize is not None else "auto",
+            "seed": self.seed,
+            "result": self.result,
+            "check": {"ok": self.check.ok, "detail": self.check.detail},
+            "timings": {**dataclasses.asdict(self.timings), "total": self.timings.total},
+            "items": self.items,
+            "batches": self.batches,
+            "nodes": {node: sum(pids.values()) for node, pids in self.placement.items()},
+            "processes": sum(len(pids) for pids in self.placement.values()),
+        }
+
+
+def plan(job: Job) -> Plan:
+    """Validate `job` strictly and load what it names; raises ConfigError before anything starts."""
+    task = load_task(job.task)
+    params = build(task.params, job.params, "params")
+    backend = load_backend(job.backend)
+    options = build(backend.Options, job.options, "backend")
+    workers = usable_cpus() if job.workers is None else job.workers
+    _positive("workers", workers)
+    if job.chunksize is not None:
+        _positive("chunksize", job.chunksize)
+    if not isinstance(job.seed, int) or isinstance(job.seed, bool) or job.seed < 0:
+        raise ConfigError(f"seed: expected a non-negative integer, got {job.seed!r}")
+    if backend.runs_coroutines and task.run_async is None:
+        raise ConfigError(
+            f"back-end {job.backend!r} runs async functions, and task {task.name!r} has none; "
+            "use a task with run_async (such as iowait) or another back-end"
+        )
+    if backend.separate_processes:
+        ensure_picklable(task.run, task.name)
+    return Plan(task, params, backend, options, workers, job.chunksize, job.seed)
+
+
+def run(job: Job | str | Task, **overrides: Any) -> RunRecord:
+    """Run a job start to finish: `run("pi", backend="futures", workers=2, params={"samples": 10**6})`."""
+    if not isinstance(job, Job):
+        job = Job(job, **overrides)
+    elif overrides:
+        job = dataclasses.replace(job, **overrides)
+    the_plan = plan(job)
+    backend = the_plan.make_backend()
+    began = time.perf_counter()
+    with backend:  # shuts the back-end down on every exit, errors included
+        started = time.perf_counter()
+        record = run_on(backend, the_plan)
+        finished = time.perf_counter()
+    record.timings = Timings(started - began, record.timings.compute, time.perf_counter() - finished)
+    return record
+
+
+def run_on(backend: Backend, the_plan: Plan) -> RunRecord:
+    """Run a planned job on a back-end that is already started (so a batch can reuse it)."""
+    task, params = the_plan.task, the_plan.params
+    items = task.split(params, the_plan.seed)
+    fn = task.run_async if backend.runs_coroutines else task.run
+    batcher = Batcher(items, fn, backend.workers, the_plan.chunksize)
+    placement: dict[str, Counter[int]] = defaultdict(Counter)
+    began = time.perf_counter()
+    values = ordered_values(backend.run(iter(batcher)), batcher, placement)
+    result = task.combine(values, params)
+    compute = time.perf_counter() - began
+    return RunRecord(
+        task=task.name, params=dataclasses.asdict(params), backend=backend.name,
+        options=dataclasses.asdict(backend.options), workers=backend.workers,
+        chunksize=the_plan.chunksize, seed=the_plan.seed, result=result,
+        check=task.verify(result, params), timings=Timings(compute=compute), items=batcher.issued,
+        batches=batcher.count, placement={node: dict(pids) for node, pids in placement.items()},
+    )
+
+
+def ordered_values(results: Iterator[BatchResult], batcher: Batcher,
+                   placement: dict[str, Counter[int]]) -> Iterator[Any]:
+    """Values in item order from results that arrive in any order; raises the first error seen."""
+    waiting: dict[int, list[Any]] = {}
+    following = 0
+    try:
+        for result in results:
+            batcher.observe(result)
+            placement[result.node or result.host][result.pid] += len(result.values)
+            if result.error is not None:
+                raise as_exception(result.error, result)
+            waiting[result.batch_id] = result.values
+            while following in waiting:
+                yield from waiting.pop(following)
+                following += 1
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # cancels what a back-end still has in flight
+    if following != batcher.count:
+        raise RunnersError(
+            f"the back-end returned {following} of {batcher.count} batches; results were lost"
+        )
+
+
+def as_exception(error: ItemFailure | WorkerLost, result: BatchResult) -> RunnersError:
+    if isinstance(error, WorkerLost):
+        return error
+    exc = error.exception
+    if exc.__traceback__ is None and exc.__cause__ is None:  # it came from another process
+        exc.__cause__ = RemoteTraceback(error.traceback)
+    where = f"{result.node or result.host} pid {result.pid}" if result.pid else ""
+    task_error = TaskError(exc, error.traceback, error.index, error.item, where)
+    task_error.__cause__ = exc
+    return task_error
+
+
+class Batcher:
+    """Cuts items into batches on demand, sizing each from the item cost measured so far.
+
+    Like joblib's auto batching: start with one item, then aim for batches of TARGET_BATCH_SECONDS,
+    and shrink towards the end so that the last batches spread over all workers.
+    """
+
+    def __init__(self, items: Sequence[Any] | Iterable[Any], fn: Any, workers: int,
+                 chunksize: int | None) -> None:
+        self.items = items
+        self.fn = fn
+        self.workers = workers
+        self.chunksize = chunksize
+        self.total = len(items) if isinstance(items, Sized) else None
+        self.issued = 0
+        self.count = 0
+        self.item_seconds: float | None = None
+
+    def __iter__(self) -> Iterator[Batch]:
+        sequence = self.items if isinstance(self.items, Sequence) else None
+        stream = None if sequence is not None else iter(self.items)
+        while True:
+            size = self.next_size()
+            if sequence is not None:
+                chunk = list(sequence[self.issued:self.issued + size])
+            else:
+                chunk = list(islice(stream, size))
+            if not chunk:
+                return
+            yield Batch(self.count, self.fn, self.issued, chunk)
+            self.issued += len(chunk)
+            self.count += 1
+
+    def observe(self, result: BatchResult) -> None:
+        if result.values and result.seconds > 0:
+            cost = result.seconds / len(result.values)
+            self.item_seconds = cost if self.item_seconds is None else 0.5 * (self.item_seconds + cost)
+
+    def next_size(self) -> int:
+        if self.chunksize is not None:
+            return self.chunksize
+        if self.item_seconds is None:
+            return 1
+        cost = max(self.item_seconds, 1e-9)
+        size = int(TARGET_BATCH_SECONDS / cost)
+        if self.total is not None:
+            remaining = self.total - self.issued
+            balanced = max(math.ceil(remaining / (2 * self.workers)), int(MIN_BATCH_SECONDS / cost))
+            size = min(size, balanced)
+        return max(1, size)
+
+
+def ensure_picklable(fn: Any, task: str) -> None:
+    """Fail early, with the fix, when a task's function cannot travel to worker processes."""
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:  # noqa: BLE001 - pickling raises many types; all mean the same here
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise NotPicklable(
+            f"task {task!r}: its function {name!r} cannot be pickled to send it to worker processes "
+            f"({type(exc).__name__}: {exc}); define it with 'def' at the top level of an importable "
+            "module (not a lambda, a nested function or a method) and name it as module:function"
+        ) from exc
+
+
+def _positive(key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key}: expected a positive integer (1 or more), got {value!r}")

@@ -1,0 +1,145 @@
+"""Find back-ends and tasks through entry points; import only the one asked for."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any
+
+from ._backend import Backend
+from ._errors import BackendNotFound, BackendUnavailable, ConfigError, TaskNotFound
+from ._task import Task
+
+BACKENDS = "runners.backends"
+TASKS = "runners.tasks"
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The plugins one entry-point group declares, by name, without importing any of them."""
+
+    group: str
+    entries: dict[str, EntryPoint]
+
+    @classmethod
+    def scan(cls, group: str) -> Registry:
+        entries: dict[str, EntryPoint] = {}
+        for ep in entry_points(group=group):
+            if ep.name in entries and entries[ep.name].value != ep.value:
+                raise ConfigError(
+                    f"two plugins register {group} name {ep.name!r}: {_owner(entries[ep.name])} "
+                    f"({entries[ep.name].value}) and {_owner(ep)} ({ep.value}); uninstall one of them"
+                )
+            entries[ep.name] = ep
+        return cls(group, dict(sorted(entries.items())))
+
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def unknown(self, kind: str, name: str, error: type[ConfigError]) -> ConfigError:
+        close = difflib.get_close_matches(name, self.names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return error(f"unknown {kind} {name!r}{hint} expected one of [{', '.join(self.names())}]")
+
+
+def backend_names() -> list[str]:
+    """Names of every registered back-end, installed library or not."""
+    return Registry.scan(BACKENDS).names()
+
+
+def task_names() -> list[str]:
+    """Names of every registered task."""
+    return Registry.scan(TASKS).names()
+
+
+def load_backend(name: str) -> type[Backend]:
+    """The back-end class registered as `name`; raises with the valid names or the extra to install."""
+    registry = Registry.scan(BACKENDS)
+    if name not in registry.entries:
+        raise registry.unknown("back-end", name, BackendNotFound)
+    try:
+        backend = registry.entries[name].load()
+    except ImportError as exc:
+        raise BackendUnavailable(_install_hint(name, None, str(exc))) from exc
+    if not (isinstance(backend, type) and issubclass(backend, Backend)):
+        raise ConfigError(f"back-end {name!r} ({registry.entries[name].value}) is not a runners.Backend")
+    missing = [m for m in backend.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BackendUnavailable(_install_hint(name, backend.extra, f"No module named {missing[0]!r}"))
+    return backend
+
+
+def backend_status(name: str) -> tuple[bool, str]:
+    """(available, note) for `runners list`: the install hint when it is not."""
+    try:
+        load_backend(name)
+    except BackendUnavailable as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def load_task(ref: str | Task) -> Task:
+    """A registered task name, `package.module:attr`, or `path/to/file.py[:attr]`, as a Task."""
+    if isinstance(ref, Task):
+        return ref
+    registry = Registry.scan(TASKS)
+    if ref in registry.entries:
+        return _as_task(registry.entries[ref].load(), ref)
+    path, _, attr = ref.rpartition(":") if ":" in ref else (ref, "", "")
+    if path.endswith(".py"):
+        return _as_task(_from_file(Path(path), attr or None, ref), ref)
+    if attr:
+        try:
+            module = importlib.import_module(path)
+        except ImportError as exc:
+            raise TaskNotFound(f"task {ref!r}: cannot import module {path!r} ({exc})") from exc
+        if not hasattr(module, attr):
+            raise TaskNotFound(f"task {ref!r}: module {path!r} has no attribute {attr!r}")
+        return _as_task(getattr(module, attr), ref)
+    raise registry.unknown("task", ref, TaskNotFound)
+
+
+def _from_file(path: Path, attr: str | None, ref: str) -> Any:
+    if not path.is_file():
+        raise TaskNotFound(f"task {ref!r}: no such file {str(path)!r}")
+    # Import it under its own name with its folder on sys.path, so process workers (which get the
+    # parent's sys.path) can import it again to unpickle its functions.
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    module = importlib.import_module(path.stem)
+    if attr is None:
+        found = [v for v in vars(module).values() if isinstance(v, Task)]
+        if len(found) != 1:
+            raise TaskNotFound(
+                f"task {ref!r}: the file defines {len(found)} runners.Task objects; name one as FILE.py:NAME"
+            )
+        return found[0]
+    if not hasattr(module, attr):
+        raise TaskNotFound(f"task {ref!r}: {str(path)!r} has no attribute {attr!r}")
+    return getattr(module, attr)
+
+
+def _as_task(obj: Any, ref: str) -> Task:
+    from ._mapping import map_task
+
+    if isinstance(obj, Task):
+        return obj
+    if callable(obj):
+        return map_task(obj, ref)
+    raise TaskNotFound(f"task {ref!r} is a {type(obj).__name__}, not a runners.Task or a function")
+
+
+def _install_hint(name: str, extra: str | None, reason: str) -> str:
+    install = f"pip install 'runners[{extra}]'" if extra else "install its package"
+    return f"back-end {name!r} is not available: {reason}; {install} to use it"
+
+
+def _owner(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"distribution {dist.name!r}" if dist is not None else "an unknown distribution"

@@ -1,0 +1,136 @@
+"""The command line: parse, call the library, print. No decisions live here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import typing
+from typing import Any
+
+import click
+
+from ._config import job_from_sources
+from ._engine import RunRecord, run
+from ._errors import ConfigError, RunnersError, TaskError
+from ._registry import backend_names, backend_status, load_backend, load_task, task_names
+from ._validate import describe
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="runners")
+def main() -> None:
+    """Run the same workloads on interchangeable parallel back-ends, and measure them."""
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def list_command(as_json: bool) -> None:
+    """Back-ends (available or how to install them) and tasks with their parameters."""
+    with _errors("list"):
+        backends = []
+        for name in backend_names():
+            ok, note = backend_status(name)
+            caps = _capabilities(load_backend(name)) if ok else []
+            backends.append({"name": name, "available": ok, "note": note, "capabilities": caps})
+        tasks = [_task_info(name) for name in task_names()]
+    if as_json:
+        click.echo(json.dumps({"backends": backends, "tasks": tasks}, indent=2))
+        return
+    click.echo("back-ends:")
+    for b in backends:
+        state = "available" if b["available"] else "missing"
+        detail = ", ".join(b["capabilities"]) if b["available"] else b["note"]
+        click.echo(f"  {b['name']:<16} {state:<10} {detail}")
+    click.echo("\ntasks:")
+    for t in tasks:
+        click.echo(f"  {t['name']:<16} {t['description']}")
+        for p in t["params"]:
+            click.echo(f"      {p['name']} = {p['default']!r:<24} {p['type']}; {p['help']}")
+
+
+@main.command("exec")
+@click.argument("task", required=False)
+@click.option("-b", "--backend", help="back-end name (see `runners list`); default: the config's, or serial")
+@click.option("-w", "--workers", type=int, help="worker count; default: the CPUs this process may use")
+@click.option("--chunksize", type=int, help="items per batch; default: automatic")
+@click.option("--seed", type=int, help="root seed of the per-item random streams")
+@click.option("-c", "--config", "config", type=click.Path(dir_okay=False), help="YAML job file")
+@click.option("-s", "--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="a task parameter (samples=1e6) or back-end option (backend.start_method=spawn)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
+def exec_command(task: str | None, backend: str | None, workers: int | None, chunksize: int | None,
+                 seed: int | None, config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Run TASK (a name, module:function or file.py) on one back-end and check its result."""
+    with _errors("exec"):
+        job = job_from_sources(config, task=task, backend=backend, workers=workers,
+                               chunksize=chunksize, seed=seed, sets=sets)
+        record = run(job)
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), default=repr))
+    else:
+        _print_record(record)
+    if record.check.ok is False:
+        sys.exit(1)
+
+
+def _print_record(record: RunRecord) -> None:
+    params = ", ".join(f"{k}={_short(v)}" for k, v in record.params.items())
+    t = record.timings
+    click.echo(f"task     {record.task} ({params})")
+    click.echo(f"backend  {record.backend}, {record.workers} worker(s), {record.items} items in "
+               f"{record.batches} batches, on {_placement(record)}")
+    click.echo(f"result   {_short(record.result, 200)}")
+    click.echo(f"check    {record.check}")
+    click.echo(f"time     {t.total:.3f} s = start-up {t.startup:.3f} + compute {t.compute:.3f} "
+               f"+ shut-down {t.shutdown:.3f}")
+
+
+def _placement(record: RunRecord) -> str:
+    nodes = record.to_dict()["nodes"]
+    processes = record.to_dict()["processes"]
+    return f"{processes} process(es) on " + ", ".join(f"{n} ({c} items)" for n, c in nodes.items())
+
+
+class _errors:
+    """Turn the library's errors into click's: bad input exits 2 with a hint, failures exit 1."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, ConfigError):
+            raise click.UsageError(str(exc)) from None
+        if isinstance(exc, TaskError):
+            click.echo(f"the worker's traceback:\n{exc.remote_traceback.rstrip()}", err=True)
+            raise click.ClickException(str(exc)) from None
+        if isinstance(exc, RunnersError):
+            raise click.ClickException(str(exc)) from None
+        if isinstance(exc, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        return False
+
+
+def _capabilities(backend: type) -> list[str]:
+    names = ["separate_processes", "distributed", "shares_memory", "runs_coroutines"]
+    return [n.replace("_", " ") for n in names if getattr(backend, n, False)]
+
+
+def _task_info(name: str) -> dict[str, Any]:
+    task = load_task(name)
+    hints = typing.get_type_hints(task.params)
+    params = []
+    for f in dataclasses.fields(task.params):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        params.append({"name": f.name, "default": default, "type": describe(hints[f.name]),
+                       "help": f.metadata.get("help", "")})
+    return {"name": name, "description": task.description, "params": params}
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

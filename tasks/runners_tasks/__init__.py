@@ -1,0 +1,1 @@
+"""The workloads of the source document, registered as runners tasks through entry points."""
