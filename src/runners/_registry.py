@@ -66,6 +66,11 @@ def load_backend(name: str) -> type[Backend]:
         backend = registry.entries[name].load()
     except ImportError as exc:
         raise BackendUnavailable(_install_hint(name, None, str(exc))) from exc
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the whole tool down
+        entry = registry.entries[name].value
+        raise BackendUnavailable(
+            f"back-end {name!r} ({entry}) failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
     if not (isinstance(backend, type) and issubclass(backend, Backend)):
         raise ConfigError(f"back-end {name!r} ({registry.entries[name].value}) is not a runners.Backend")
     missing = [m for m in backend.requires if importlib.util.find_spec(m) is None]

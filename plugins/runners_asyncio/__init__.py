@@ -1,0 +1,1 @@
+"""The `asyncio` back-end (not written yet)."""

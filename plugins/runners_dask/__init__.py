@@ -1,0 +1,1 @@
+"""The `dask` back-end (not written yet)."""

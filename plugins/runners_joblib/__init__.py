@@ -1,0 +1,1 @@
+"""The `joblib` back-end (not written yet)."""

@@ -1,0 +1,1 @@
+"""The `mpi` back-end (not written yet)."""

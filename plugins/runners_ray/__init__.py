@@ -1,0 +1,1 @@
+"""The `ray` back-end (not written yet)."""
