@@ -55,7 +55,8 @@ def test_results_come_back_in_item_order_when_items_finish_out_of_order(backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(("n", "workers"), [(0, 2), (1, 2), (3, 5)], ids=["empty", "one-item", "more-workers"])
+@pytest.mark.parametrize(("n", "workers"), [(0, 2), (1, 2), (3, 5)],
+                         ids=["empty", "one-item", "more-workers"])
 def test_edge_sizes(backend, n, workers):
     record = run(backend, "tiny", workers=workers, params={"n": n})
     assert record.result == n * (n + 1) // 2

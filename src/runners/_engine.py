@@ -7,7 +7,7 @@ import math
 import pickle
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -139,15 +139,18 @@ def run(job: Job | str | Task, **overrides: Any) -> RunRecord:
     return record
 
 
-def run_on(backend: Backend, the_plan: Plan) -> RunRecord:
-    """Run a planned job on a back-end that is already started (so a batch can reuse it)."""
+def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | None = None) -> RunRecord:
+    """Run a planned job on a back-end that is already started (so a batch can reuse it).
+
+    `progress(n)` is called in the driver with the number of items each finished batch held.
+    """
     task, params = the_plan.task, the_plan.params
     items = task.split(params, the_plan.seed)
     fn = task.run_async if backend.runs_coroutines else task.run
     batcher = Batcher(items, fn, backend.workers, the_plan.chunksize)
     placement: dict[str, Counter[int]] = defaultdict(Counter)
     began = time.perf_counter()
-    values = ordered_values(backend.run(iter(batcher)), batcher, placement)
+    values = ordered_values(backend.run(iter(batcher)), batcher, placement, progress)
     result = task.combine(values, params)
     compute = time.perf_counter() - began
     return RunRecord(
@@ -159,8 +162,8 @@ def run_on(backend: Backend, the_plan: Plan) -> RunRecord:
     )
 
 
-def ordered_values(results: Iterator[BatchResult], batcher: Batcher,
-                   placement: dict[str, Counter[int]]) -> Iterator[Any]:
+def ordered_values(results: Iterator[BatchResult], batcher: Batcher, placement: dict[str, Counter[int]],
+                   progress: Callable[[int], None] | None = None) -> Iterator[Any]:
     """Values in item order from results that arrive in any order; raises the first error seen."""
     waiting: dict[int, list[Any]] = {}
     following = 0
@@ -170,6 +173,8 @@ def ordered_values(results: Iterator[BatchResult], batcher: Batcher,
             placement[result.node or result.host][result.pid] += len(result.values)
             if result.error is not None:
                 raise as_exception(result.error, result)
+            if progress is not None:
+                progress(len(result.values))
             waiting[result.batch_id] = result.values
             while following in waiting:
                 yield from waiting.pop(following)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ class SumsqParams:
 
 def split(params: SumsqParams, seed: int) -> list[tuple[int, int]]:
     bounds = [params.n * k // params.parts for k in range(params.parts + 1)]
-    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def sum_squares(bounds: tuple[int, int]) -> int:
