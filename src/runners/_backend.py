@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, ClassVar
 
-from ._errors import WorkerLost
+from ._errors import ItemTimeout, WorkerLost
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Batch:
     fn: Callable[[Any], Any]
     start: int
     items: list[Any]
+    timeout: float | None = None  # per item; honoured by back-ends with `enforces_timeout`
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class BatchResult:
 
     batch_id: int
     values: list[Any]
-    error: ItemFailure | WorkerLost | None = None
+    error: ItemFailure | WorkerLost | ItemTimeout | None = None
     host: str = ""
     pid: int = 0
     seconds: float = 0.0  # compute time inside the worker, for batch sizing
@@ -119,6 +120,7 @@ class Backend(abc.ABC):
     distributed: ClassVar[bool] = False  # workers may be on other machines
     shares_memory: ClassVar[bool] = False  # workers see the driver's memory (no copies)
     runs_coroutines: ClassVar[bool] = False  # `fn` is the task's async function, not its plain one
+    enforces_timeout: ClassVar[bool] = False  # stops a worker whose item outlives `Batch.timeout`
 
     def __init__(self, options: Any = None, workers: int | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -178,9 +180,48 @@ def future_outcome(future: Future, batch: Batch, backend: str) -> BatchResult:
     if exc is None:
         return future.result()
     indices = list(range(batch.start, batch.start + len(batch.items)))
+    if isinstance(exc, WorkerLost):
+        exc.items = exc.items or indices
+        return BatchResult(batch.id, [], exc)
+    if isinstance(exc, ItemTimeout):
+        return BatchResult(batch.id, [], exc)
     if isinstance(exc, BrokenExecutor):
         return BatchResult(batch.id, [], WorkerLost(f"the pool broke ({exc})", backend, indices))
-    # Not raised by an item (those are caught in run_batch): sending or receiving the batch failed.
-    failure = ItemFailure(batch.start, batch.items[0] if batch.items else None, portable_exception(exc),
+    # Not raised by an item (those are caught in run_batch): sending the batch or its result failed.
+    index = first_unpicklable(batch)
+    item = batch.items[index - batch.start] if index is not None else None
+    where = (f"item {index} ({type(item).__name__}) cannot be pickled to send it to a worker"
+             if index is not None else "the batch or its result could not travel between processes")
+    error = RuntimeError(f"{where}: {type(exc).__name__}: {exc}")
+    failure = ItemFailure(batch.start if index is None else index, item, error,
                           "".join(traceback.format_exception(exc)))
     return BatchResult(batch.id, [], failure)
+
+
+def first_unpicklable(batch: Batch) -> int | None:
+    """The index of the first item of `batch` that does not pickle, if any."""
+    for offset, item in enumerate(batch.items):
+        try:
+            pickle.dumps(item)
+        except Exception:  # noqa: BLE001 - any pickling failure counts
+            return batch.start + offset
+    return None
+
+
+def exit_with_parent(poll_seconds: float = 0.5) -> None:
+    """Pool initializer: end this worker soon after the process that started it dies (even by SIGKILL).
+
+    Pool and ProcessPoolExecutor workers otherwise wait forever on a queue whose other end they hold
+    themselves, and live on as orphans.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    import threading
+
+    threading.Thread(target=watch, name="runners-exit-with-parent", daemon=True).start()

@@ -13,7 +13,8 @@ from ._engine import DEFAULT_SEED, Job
 from ._errors import ConfigError
 from ._validate import unknown_key_message
 
-JOB_KEYS = ["task", "params", "backend", "workers", "chunksize", "seed"]
+JOB_KEYS = ["task", "params", "backend", "workers", "chunksize", "seed", "retries", "retry_on", "timeout",
+            "fail_fast"]
 ENV_BACKEND = "RUNNERS_BACKEND"
 ENV_WORKERS = "RUNNERS_WORKERS"
 
@@ -74,7 +75,9 @@ def parse_sets(sets: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 def job_from_sources(config: str | Path | None = None, *, task: str | None = None,
                      backend: str | None = None, workers: int | None = None,
                      chunksize: int | None = None, seed: int | None = None,
-                     sets: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Job:
+                     sets: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                     retries: int | None = None, timeout: float | None = None,
+                     fail_fast: bool | None = None) -> Job:
     """One Job from a YAML file, flags and `--set` pairs; a flag wins over the file, the file over env."""
     env = os.environ if env is None else env
     spec = job_mapping(read_yaml(config), str(config)) if config is not None else {}
@@ -96,7 +99,20 @@ def job_from_sources(config: str | Path | None = None, *, task: str | None = Non
         workers=_first(workers, _auto(spec.get("workers"), "workers", source), _env_int(env, source)),
         chunksize=_first(chunksize, _auto(spec.get("chunksize"), "chunksize", source)),
         seed=_first(seed, spec.get("seed"), DEFAULT_SEED),
+        retries=_first(retries, spec.get("retries"), Job.retries),
+        retry_on=_names(spec.get("retry_on", ()), source),
+        timeout=_first(timeout, spec.get("timeout")),
+        fail_fast=_first(fail_fast, spec.get("fail_fast"), Job.fail_fast),
     )
+
+
+def _names(value: Any, source: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{source}: retry_on: expected a list of exception type names such as "
+                          f"[ConnectionError], got {value!r}")
+    return tuple(value)
 
 
 def job_mapping(data: Any, source: str) -> dict[str, Any]:

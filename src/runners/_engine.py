@@ -13,7 +13,16 @@ from itertools import islice
 from typing import Any
 
 from ._backend import Backend, Batch, BatchResult, ItemFailure, usable_cpus
-from ._errors import ConfigError, NotPicklable, RemoteTraceback, RunnersError, TaskError, WorkerLost
+from ._errors import (
+    ConfigError,
+    FailedItems,
+    ItemTimeout,
+    NotPicklable,
+    RemoteTraceback,
+    RunnersError,
+    TaskError,
+    WorkerLost,
+)
 from ._registry import load_backend, load_task
 from ._task import Task, Verdict
 from ._validate import build
@@ -34,6 +43,33 @@ class Job:
     workers: int | None = None  # None: the CPUs this process may use
     chunksize: int | None = None  # None: automatic, sized from the measured cost of an item
     seed: int = DEFAULT_SEED
+    retries: int = 2  # times a batch whose worker was lost is run again (on a fresh worker)
+    retry_on: tuple[str, ...] = ()  # exception type names whose items are retried too (or "ItemTimeout")
+    timeout: float | None = None  # seconds one item may run; the worker is stopped past it
+    fail_fast: bool = True  # False: run every item, then report every failure together
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the engine does when a batch fails: retry it, stop the run, or note it and go on."""
+
+    retries: int = 2
+    retry_on: tuple[str, ...] = ()
+    timeout: float | None = None
+    fail_fast: bool = True
+
+    def should_retry(self, error: RunnersError, attempts: int) -> bool:
+        if attempts > self.retries:
+            return False
+        if isinstance(error, WorkerLost):
+            return True
+        if isinstance(error, ItemTimeout):
+            return "ItemTimeout" in self.retry_on
+        if isinstance(error, TaskError):
+            names = {cls.__name__ for cls in type(error.exception).__mro__}
+            names |= {f"{cls.__module__}.{cls.__qualname__}" for cls in type(error.exception).__mro__}
+            return bool(names & set(self.retry_on))
+        return False
 
 
 @dataclass(frozen=True)
@@ -47,6 +83,7 @@ class Plan:
     workers: int
     chunksize: int | None
     seed: int
+    policy: Policy = field(default_factory=Policy)
 
     def make_backend(self) -> Backend:
         return self.backend(self.options, self.workers)
@@ -80,6 +117,7 @@ class RunRecord:
     items: int
     batches: int
     placement: dict[str, dict[int, int]]  # node -> pid -> items it ran
+    attempts: dict[int, int] = field(default_factory=dict)  # attempts -> items that took that many
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +135,7 @@ class RunRecord:
             "batches": self.batches,
             "nodes": {node: sum(pids.values()) for node, pids in self.placement.items()},
             "processes": sum(len(pids) for pids in self.placement.values()),
+            "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
         }
 
 
@@ -119,7 +158,26 @@ def plan(job: Job) -> Plan:
         )
     if backend.separate_processes:
         ensure_picklable(task.run, task.name)
-    return Plan(task, params, backend, options, workers, job.chunksize, job.seed)
+    return Plan(task, params, backend, options, workers, job.chunksize, job.seed, _policy(job, backend))
+
+
+def _policy(job: Job, backend: type[Backend]) -> Policy:
+    if not isinstance(job.retries, int) or isinstance(job.retries, bool) or job.retries < 0:
+        raise ConfigError(f"retries: expected a non-negative integer, got {job.retries!r}")
+    retry_on = (job.retry_on,) if isinstance(job.retry_on, str) else job.retry_on
+    if not all(isinstance(name, str) and name for name in retry_on):
+        raise ConfigError(f"retry_on: expected a list of exception type names, got {job.retry_on!r}")
+    if job.timeout is not None:
+        if isinstance(job.timeout, bool) or not isinstance(job.timeout, (int, float)) or job.timeout <= 0:
+            raise ConfigError(f"timeout: expected a positive number of seconds, got {job.timeout!r}")
+        if not backend.enforces_timeout:
+            raise ConfigError(
+                f"timeout: back-end {backend.name!r} cannot stop a running item, so it cannot honour a "
+                "per-item timeout; use a back-end that can (see the README's back-end table)"
+            )
+    if not isinstance(job.fail_fast, bool):
+        raise ConfigError(f"fail_fast: expected true or false, got {job.fail_fast!r}")
+    return Policy(job.retries, tuple(retry_on), job.timeout, job.fail_fast)
 
 
 def run(job: Job | str | Task, **overrides: Any) -> RunRecord:
@@ -144,13 +202,15 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
 
     `progress(n)` is called in the driver with the number of items each finished batch held.
     """
-    task, params = the_plan.task, the_plan.params
+    task, params, policy = the_plan.task, the_plan.params, the_plan.policy
     items = task.split(params, the_plan.seed)
     fn = task.run_async if backend.runs_coroutines else task.run
-    batcher = Batcher(items, fn, backend.workers, the_plan.chunksize)
-    placement: dict[str, Counter[int]] = defaultdict(Counter)
+    # A per-item limit is only exact when a batch holds one item.
+    chunksize = 1 if policy.timeout is not None else the_plan.chunksize
+    batcher = Batcher(items, fn, backend.workers, chunksize, policy.timeout)
+    tally = Tally()
     began = time.perf_counter()
-    values = ordered_values(backend.run(iter(batcher)), batcher, placement, progress)
+    values = ordered_values(backend, batcher, policy, tally, progress)
     result = task.combine(values, params)
     compute = time.perf_counter() - began
     return RunRecord(
@@ -158,47 +218,95 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
         options=dataclasses.asdict(backend.options), workers=backend.workers,
         chunksize=the_plan.chunksize, seed=the_plan.seed, result=result,
         check=task.verify(result, params), timings=Timings(compute=compute), items=batcher.issued,
-        batches=batcher.count, placement={node: dict(pids) for node, pids in placement.items()},
+        batches=batcher.count, placement={node: dict(pids) for node, pids in tally.placement.items()},
+        attempts=dict(tally.attempts),
     )
 
 
-def ordered_values(results: Iterator[BatchResult], batcher: Batcher, placement: dict[str, Counter[int]],
+@dataclass
+class Tally:
+    """Where items ran and how many attempts they took, gathered as results arrive."""
+
+    placement: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    attempts: Counter[int] = field(default_factory=Counter)
+
+    def add(self, result: BatchResult, attempt: int) -> None:
+        self.placement[result.node or result.host][result.pid] += len(result.values)
+        if result.error is None:
+            self.attempts[attempt] += len(result.values)
+
+
+def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Tally,
                    progress: Callable[[int], None] | None = None) -> Iterator[Any]:
-    """Values in item order from results that arrive in any order; raises the first error seen."""
-    waiting: dict[int, list[Any]] = {}
+    """Run every batch, apply the failure policy, and yield values in item order as they arrive.
+
+    Failed batches that the policy retries are run again in a further pass over the back-end.
+    """
+    waiting: dict[int, list[Any]] = {}  # finished batches that wait for an earlier one
+    given_up: set[int] = set()  # failed batches skipped over (fail_fast off)
+    failures: list[RunnersError] = []
+    attempts: dict[int, int] = {}
+    in_flight: dict[int, Batch] = {}
     following = 0
-    try:
-        for result in results:
-            batcher.observe(result)
-            placement[result.node or result.host][result.pid] += len(result.values)
-            if result.error is not None:
-                raise as_exception(result.error, result)
-            if progress is not None:
-                progress(len(result.values))
-            waiting[result.batch_id] = result.values
-            while following in waiting:
-                yield from waiting.pop(following)
-                following += 1
-    finally:
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()  # cancels what a back-end still has in flight
+    source: Iterable[Batch] = batcher
+    while source:
+        retry: list[Batch] = []
+        results = backend.run(_remembered(source, in_flight))
+        try:
+            for result in results:
+                batch = in_flight.pop(result.batch_id)
+                attempt = attempts[batch.id] = attempts.get(batch.id, 0) + 1
+                batcher.observe(result)
+                tally.add(result, attempt)
+                if result.error is not None:
+                    error = as_exception(result.error, result, attempt)
+                    if policy.should_retry(error, attempt):
+                        retry.append(batch)
+                    elif policy.fail_fast:
+                        raise error
+                    else:
+                        failures.append(error)
+                        given_up.add(batch.id)
+                    continue
+                waiting[batch.id] = result.values
+                if progress is not None:
+                    progress(len(result.values))
+                while following in waiting or following in given_up:
+                    if following in given_up:
+                        given_up.discard(following)
+                    else:
+                        yield from waiting.pop(following)
+                    following += 1
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # cancels what a back-end still has in flight
+        source = retry
+    if failures:
+        raise FailedItems(failures, batcher.count)
     if following != batcher.count:
-        raise RunnersError(
-            f"the back-end returned {following} of {batcher.count} batches; results were lost"
-        )
+        raise RunnersError(f"the back-end returned {following} of {batcher.count} batches; results were lost")
 
 
-def as_exception(error: ItemFailure | WorkerLost, result: BatchResult) -> RunnersError:
-    if isinstance(error, WorkerLost):
-        return error
-    exc = error.exception
-    if exc.__traceback__ is None and exc.__cause__ is None:  # it came from another process
-        exc.__cause__ = RemoteTraceback(error.traceback)
-    where = f"{result.node or result.host} pid {result.pid}" if result.pid else ""
-    task_error = TaskError(exc, error.traceback, error.index, error.item, where)
-    task_error.__cause__ = exc
-    return task_error
+def _remembered(batches: Iterable[Batch], in_flight: dict[int, Batch]) -> Iterator[Batch]:
+    """Pass batches through, noting each one handed to the back-end so a failure can be retried."""
+    for batch in batches:
+        in_flight[batch.id] = batch
+        yield batch
+
+
+def as_exception(error: ItemFailure | RunnersError, result: BatchResult, attempt: int = 1) -> RunnersError:
+    if isinstance(error, ItemFailure):
+        exc = error.exception
+        if exc.__traceback__ is None and exc.__cause__ is None:  # it came from another process
+            exc.__cause__ = RemoteTraceback(error.traceback)
+        where = f"{result.node or result.host} pid {result.pid}" if result.pid else ""
+        task_error = TaskError(exc, error.traceback, error.index, error.item, where)
+        task_error.__cause__ = exc
+        error = task_error
+    if attempt > 1:
+        error.args = (f"{error} (attempted {attempt} times)",)
+    return error
 
 
 class Batcher:
@@ -209,8 +317,9 @@ class Batcher:
     """
 
     def __init__(self, items: Sequence[Any] | Iterable[Any], fn: Any, workers: int,
-                 chunksize: int | None) -> None:
+                 chunksize: int | None, timeout: float | None = None) -> None:
         self.items = items
+        self.timeout = timeout
         self.fn = fn
         self.workers = workers
         self.chunksize = chunksize
@@ -230,7 +339,7 @@ class Batcher:
                 chunk = list(islice(stream, size))
             if not chunk:
                 return
-            yield Batch(self.count, self.fn, self.issued, chunk)
+            yield Batch(self.count, self.fn, self.issued, chunk, self.timeout)
             self.issued += len(chunk)
             self.count += 1
 

@@ -74,14 +74,45 @@ class WorkerLost(RunnersError):
         where = f" on {host}" if host else ""
         super().__init__(f"a {backend} worker{where} was lost: {reason}{held}")
 
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.reason, self.backend, self.items, self.host, self.exitcode))
+
 
 class ItemTimeout(RunnersError):
-    """An item ran longer than its time limit."""
+    """An item ran longer than its time limit; the worker running it was stopped."""
 
-    def __init__(self, index: int, limit: float) -> None:
+    def __init__(self, index: int, limit: float, backend: str = "") -> None:
         self.index = index
         self.limit = limit
-        super().__init__(f"item {index} ran longer than its limit of {limit:g} s")
+        self.backend = backend
+        super().__init__(f"item {index} ran longer than its limit of {limit:g} s; its worker was stopped")
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.index, self.limit, self.backend))
+
+
+class FailedItems(RunnersError):
+    """Several items failed in a run that was told to go on (fail_fast: false); `errors` lists them."""
+
+    def __init__(self, errors: list[RunnersError], total: int) -> None:
+        self.errors = list(errors)
+        lines = "\n".join(f"  - {e}" for e in self.errors[:20])
+        more = f"\n  ... and {len(self.errors) - 20} more" if len(self.errors) > 20 else ""
+        super().__init__(f"{len(self.errors)} of {total} batches failed; the others finished:\n{lines}{more}")
+
+
+def signal_name(exitcode: int | None) -> str:
+    """How a process ended, from its exit code: 'SIGKILL' for -9, 'EXIT(3)' for 3, 'unknown' for None."""
+    import signal
+
+    if exitcode is None:
+        return "unknown"
+    if exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"EXIT({exitcode})"
 
 
 def _short(value: Any, width: int = 60) -> str:

@@ -58,13 +58,19 @@ def list_command(as_json: bool) -> None:
 @click.option("-c", "--config", "config", type=click.Path(dir_okay=False), help="YAML job file")
 @click.option("-s", "--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="a task parameter (samples=1e6) or back-end option (backend.start_method=spawn)")
+@click.option("--retries", type=int, help="times a batch whose worker was lost is rerun (default 2)")
+@click.option("--timeout", type=float, help="seconds one item may run before its worker is stopped")
+@click.option("--keep-going", is_flag=True, default=None,
+              help="run every item and report all failures at the end, instead of stopping at the first")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
 def exec_command(task: str | None, backend: str | None, workers: int | None, chunksize: int | None,
-                 seed: int | None, config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+                 seed: int | None, config: str | None, sets: tuple[str, ...], retries: int | None,
+                 timeout: float | None, keep_going: bool | None, as_json: bool) -> None:
     """Run TASK (a name, module:function or file.py) on one back-end and check its result."""
     with _errors("exec"):
         job = job_from_sources(config, task=task, backend=backend, workers=workers,
-                               chunksize=chunksize, seed=seed, sets=sets)
+                               chunksize=chunksize, seed=seed, sets=sets, retries=retries,
+                               timeout=timeout, fail_fast=None if keep_going is None else not keep_going)
         record = run(job)
     if as_json:
         click.echo(json.dumps(record.to_dict(), default=repr))
