@@ -1,1 +1,155 @@
-"""The `mpi` back-end (not written yet)."""
+"""The `mpi` back-end: batches run on MPI ranks through mpi4py.
+
+Two ways to use it:
+- under mpiexec (`mpiexec -n 4 python -m runners exec pi --backend mpi`): every rank runs the same
+  command; rank 0 drives the engine, prints and decides the exit code; in `start()` the other ranks
+  become workers, serve batches until rank 0 stops them, then exit with rank 0's code, printing nothing.
+- without mpiexec (a plain `runners exec`, or `runners.run(...)` in Python): the back-end starts
+  `mpiexec -n N python -m runners_mpi` itself; that job's rank 0 relays batches over an authenticated
+  loopback connection. The driver never initialises MPI, so it can run many jobs in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from runners import Backend, Batch, BatchResult, ConfigError, param
+
+from ._relay import Relay
+
+# Set by the launchers that start MPI processes (hydra/MPICH, PMIx/Open MPI): we run under mpiexec.
+LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE")
+
+
+@dataclass(frozen=True)
+class MpiOptions:
+    scheme: Literal["master-worker", "spmd"] = param(
+        "master-worker", help="master-worker: rank 0 hands batches to free ranks (mpi4py's "
+        "MPICommExecutor); spmd: all ranks run one batch per scatter/gather round")
+    hostfile: str | None = param(
+        None, help="hosts for the mpiexec that runners starts itself (mpiexec -f FILE); under your "
+        "own mpiexec pass -f FILE to it instead")
+    spawn: bool = param(
+        True, help="without mpiexec: start `workers` ranks with mpiexec in the background; "
+        "false: fail at once with the mpiexec command to use")
+
+
+def find_mpiexec() -> str:
+    """The mpiexec beside this Python (the mpich wheel's, in a virtualenv), else the one on PATH."""
+    beside = Path(sys.executable).with_name("mpiexec")
+    found = str(beside) if beside.is_file() else shutil.which("mpiexec")
+    if found is None:
+        raise ConfigError(f"mpiexec: not found beside {sys.executable} nor on PATH; "
+                          "pip install 'runners[mpi]' (the mpich wheel brings one)")
+    return found
+
+
+def mpiexec_command(n: int, args: list[str], hostfile: str | None = None) -> list[str]:
+    """The command that runs `python ARGS` on `n` MPI ranks, e.g. for `runners batch`:
+
+    `mpiexec_command(4, ["-m", "runners", "exec", "pi", "--backend", "mpi", "--json"])`.
+    """
+    if hostfile is not None and not Path(hostfile).is_file():
+        raise ConfigError(f"backend.hostfile: no such file {hostfile!r}")
+    hosts = ["-f", hostfile] if hostfile else []
+    return [find_mpiexec(), *hosts, "-n", str(n), sys.executable, *args]
+
+
+def under_mpiexec() -> bool:
+    return any(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+class MpiBackend(Backend):
+    """Runs batches on MPI ranks: those of the surrounding mpiexec, or of one it starts itself."""
+
+    name = "mpi"
+    Options = MpiOptions
+    requires = ("mpi4py",)
+    extra = "mpi"
+    separate_processes = True
+    distributed = True
+
+    _scheme: Any = None
+    _relay: Relay | None = None
+    _exit_code = 0
+
+    def start(self) -> None:
+        if self.options.hostfile is not None and not Path(self.options.hostfile).is_file():
+            raise ConfigError(f"backend.hostfile: no such file {self.options.hostfile!r}")
+        if under_mpiexec():
+            self._start_ranks()
+        elif self.options.spawn:
+            ranks = self.workers + (1 if self.options.scheme == "master-worker" else 0)
+            command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme],
+                                      self.options.hostfile)
+            self._relay = Relay(command)
+        else:
+            raise ConfigError("the mpi back-end needs MPI ranks (backend.spawn is false); run: "
+                              + shlex.join(mpiexec_command(self.workers, _this_command())))
+
+    def _start_ranks(self) -> None:
+        from mpi4py import MPI
+
+        from ._schemes import SCHEMES
+
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            self._scheme = SCHEMES[self.options.scheme](MPI.COMM_WORLD)
+            self.workers = self._scheme.workers  # the ranks decide, not --workers
+            return
+        try:
+            code = SCHEMES[self.options.scheme](MPI.COMM_WORLD).serve()
+        except KeyboardInterrupt:  # mpiexec forwards Ctrl-C to every rank; rank 0 reports it
+            code = 130
+        except BaseException:  # a worker that cannot go on must not leave the others waiting
+            import traceback
+
+            traceback.print_exc()
+            MPI.COMM_WORLD.Abort(1)
+        # Leave the way rank 0 does, through the CLI (which lets SystemExit pass silently); MPI is
+        # finalised at interpreter exit as usual.
+        sys.exit(code)
+
+    def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+        if self._relay is not None:
+            return self._relay.run(batches)
+        return self._scheme.run(batches)
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
+        self._exit_code = exit_code(exc)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        scheme, self._scheme = self._scheme, None
+        if scheme is not None:
+            scheme.finish(self._exit_code)  # worker ranks leave with rank 0's exit code
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.close()
+
+
+def exit_code(exc: BaseException | None) -> int:
+    """The code the CLI will exit with for `exc` (None: success)."""
+    if exc is None:
+        return 0
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return getattr(exc, "exit_code", 1)
+
+
+def _this_command() -> list[str]:
+    if Path(sys.argv[0]).name in ("__main__.py", "runners"):  # python -m runners, or the script
+        return ["-m", "runners", *sys.argv[1:]]
+    return sys.argv
+
+
+__all__ = ["MpiBackend", "MpiOptions", "find_mpiexec", "mpiexec_command", "under_mpiexec"]
