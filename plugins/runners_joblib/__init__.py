@@ -1,1 +1,188 @@
-"""The `joblib` back-end (not written yet)."""
+"""The `joblib` back-end: joblib.Parallel, with its inner back-ends, batching and memmapping."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import threading
+import traceback
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import BrokenExecutor
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Literal
+
+from runners import (
+    Backend,
+    Batch,
+    BatchResult,
+    ConfigError,
+    ItemFailure,
+    WorkerLost,
+    param,
+    portable_exception,
+    run_batch,
+)
+
+# Inner back-ends whose joblib support needs another extra than runners[joblib].
+BRIDGES = {"dask": ("distributed", "dask"), "ray": ("ray", "ray")}
+# joblib can stream results only from these; the others run in windows of batches (see run()).
+STREAMING = ("loky", "threading", "dask")
+
+
+@dataclass(frozen=True)
+class JoblibOptions:
+    inner: Literal["loky", "threading", "multiprocessing", "dask", "ray"] = param(
+        "loky", help="joblib's own back-end; dask and ray start a private local instance on 127.0.0.1")
+    batch_size: int | Literal["auto"] = param(
+        "auto", min=1, help="runners batches joblib sends per dispatch; auto: joblib grows it while "
+        "dispatches take under 0.2 s (runners already sized each batch, so 1 turns this off)")
+    max_nbytes: int | str | None = param(
+        "1M", help="numpy arrays bigger than this (bytes, or '500K', '1M', '1G') reach process workers "
+        "as read-only memory maps instead of copies; null: never memmap")
+    verbose: int = param(0, min=0, max=100, help="joblib's own progress lines on stderr; 0: none")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_nbytes, str) and not re.fullmatch(r"\d+(\.\d+)?[KMG]", self.max_nbytes):
+            raise ConfigError(f"backend.max_nbytes: expected bytes as an integer or a size such as "
+                              f"'500K', '1M', '2G', got {self.max_nbytes!r}")
+        if self.inner in BRIDGES:
+            module, extra = BRIDGES[self.inner]
+            if importlib.util.find_spec(module) is None:
+                raise ConfigError(f"backend.inner: joblib's {self.inner!r} bridge needs {module}, which is "
+                                  f"not installed; pip install 'runners[{extra}]', or use inner 'loky'")
+
+
+class JoblibBackend(Backend):
+    """Runs batches with `joblib.Parallel`, one `delayed(run_batch)(batch)` per runners batch.
+
+    `separate_processes` is True for every inner back-end (a class attribute cannot vary): with
+    `threading` this only means the task must pickle, which it must for the others anyway.
+    """
+
+    name = "joblib"
+    Options = JoblibOptions
+    requires = ("joblib",)
+    extra = "joblib"
+    separate_processes = True
+
+    def start(self) -> None:
+        import joblib  # noqa: F401 - fail here, not mid-run, if it is broken
+
+        self._config: dict[str, Any] = {"backend": self.options.inner}
+        if self.options.inner == "dask":
+            self._start_dask()
+        elif self.options.inner == "ray":
+            self._start_ray()
+
+    def _start_dask(self) -> None:
+        import logging
+
+        from distributed import Client, LocalCluster
+
+        self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, host="127.0.0.1",
+                                     dashboard_address=None, silence_logs=logging.ERROR)
+        self._client = Client(self._cluster, set_as_default=False)
+        self._config["client"] = self._client
+
+    def _start_ray(self) -> None:
+        import ray
+        from ray.util.joblib import register_ray
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        register_ray()
+        if not ray.is_initialized():  # a Ray the caller started is theirs to keep
+            ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, _node_ip_address="127.0.0.1")
+            self._ray_started = True
+
+    def _parallel(self, return_as: str) -> Any:
+        from joblib import Parallel, parallel_config
+
+        with parallel_config(**self._config):  # the inner back-end and its client, for this Parallel
+            return Parallel(n_jobs=self.workers, return_as=return_as, batch_size=self.options.batch_size,
+                            max_nbytes=self.options.max_nbytes, verbose=self.options.verbose,
+                            pre_dispatch="2*n_jobs")
+
+    def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+        if self.options.inner in STREAMING:
+            return self._stream(batches)
+        return self._windows(batches)
+
+    def _stream(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+        from joblib import delayed
+
+        held: dict[int, Batch] = {}  # dispatched and not back yet, to name them if a worker dies
+        lock = threading.Lock()  # joblib pulls batches from its callback thread
+
+        def dispatch() -> Iterator[Any]:
+            for batch in batches:
+                with lock:
+                    held[batch.id] = batch
+                yield delayed(run_batch)(batch)
+
+        # Parallel consumes `dispatch()` lazily: pre_dispatch batches now, one more as each completes.
+        outputs = self._parallel("generator_unordered")(dispatch())
+        try:
+            for result in outputs:
+                with lock:
+                    held.pop(result.batch_id, None)
+                yield result
+        except Exception as exc:  # noqa: BLE001 - joblib re-raises pool failures here, not per batch
+            with lock:
+                waiting = sorted(held.values(), key=lambda b: b.start)
+            yield self._failure(exc, waiting)
+        finally:
+            with warnings.catch_warnings():  # closing early cancels the rest: that is the intent
+                warnings.filterwarnings("ignore", message=".*(not used|have been cancelled)")
+                outputs.close()
+
+    def _windows(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+        """joblib's multiprocessing and ray back-ends cannot stream: run 2 batches per worker at a time."""
+        from joblib import delayed
+
+        with self._parallel("list") as parallel:  # one pool for every window
+            while window := list(islice(batches, 2 * self.workers)):
+                try:
+                    results = parallel(delayed(run_batch)(batch) for batch in window)
+                except Exception as exc:  # noqa: BLE001 - as in _stream
+                    yield self._failure(exc, window)
+                    return
+                yield from results
+
+    def _failure(self, exc: Exception, waiting: list[Batch]) -> BatchResult:
+        """A pool failure as the outcome of the first batch still out."""
+        first = waiting[0] if waiting else Batch(-1, run_batch, 0, [])
+        if isinstance(exc, BrokenExecutor) or type(exc).__name__ in ("KilledWorker", "RayActorError"):
+            items = [b.start + i for b in waiting for i in range(len(b.items))]
+            return BatchResult(first.id, [], WorkerLost(str(exc).strip(), self.name, items))
+        failure = ItemFailure(first.start, first.items[0] if first.items else None,
+                              portable_exception(exc), "".join(traceback.format_exception(exc)))
+        return BatchResult(first.id, [], failure)
+
+    def shutdown(self) -> None:
+        if self.options.inner == "loky" and getattr(self, "_config", None) is not None:
+            # loky keeps its workers for reuse after Parallel returns; stop them (and joblib's
+            # memmapping folder) so nothing outlives the run. With no executor this makes an
+            # empty one, which starts no process.
+            from joblib.externals.loky import get_reusable_executor
+
+            executor = get_reusable_executor(reuse=True)
+            if hasattr(executor, "terminate"):  # joblib's MemmappingExecutor: also cleans its folder
+                executor.terminate()
+            else:
+                executor.shutdown(wait=True)
+        client, self._client = getattr(self, "_client", None), None
+        cluster, self._cluster = getattr(self, "_cluster", None), None
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+        if getattr(self, "_ray_started", False):
+            import ray
+
+            ray.shutdown()
+            self._ray_started = False
+        self._config = None
