@@ -17,6 +17,7 @@ from ._backend import (
     stream_futures,
     usable_cpus,
 )
+from ._batch import load_batch, read_results, run_batch_file
 from ._config import job_from_sources, parse_sets, read_yaml
 from ._engine import DEFAULT_SEED, Job, Plan, RunRecord, Timings, plan, run, run_on
 from ._errors import (
@@ -34,6 +35,7 @@ from ._errors import (
     signal_name,
 )
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
+from ._report import make_report
 from ._task import Task, Verdict, item_seed, param
 
 __all__ = [
@@ -68,14 +70,18 @@ __all__ = [
     "item_seed",
     "job_from_sources",
     "load_backend",
+    "load_batch",
     "load_task",
+    "make_report",
     "param",
     "parse_sets",
     "plan",
     "portable_exception",
+    "read_results",
     "read_yaml",
     "run",
     "run_batch",
+    "run_batch_file",
     "run_on",
     "signal_name",
     "stream_futures",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 import typing
 from typing import Any
@@ -67,7 +68,7 @@ def exec_command(task: str | None, backend: str | None, workers: int | None, chu
                  seed: int | None, config: str | None, sets: tuple[str, ...], retries: int | None,
                  timeout: float | None, keep_going: bool | None, as_json: bool) -> None:
     """Run TASK (a name, module:function or file.py) on one back-end and check its result."""
-    with _errors("exec"):
+    with _errors("exec"), _signals_end_the_run():
         job = job_from_sources(config, task=task, backend=backend, workers=workers,
                                chunksize=chunksize, seed=seed, sets=sets, retries=retries,
                                timeout=timeout, fail_fast=None if keep_going is None else not keep_going)
@@ -98,6 +99,30 @@ def _placement(record: RunRecord) -> str:
     return f"{processes} process(es) on " + ", ".join(f"{n} ({c} items)" for n, c in nodes.items())
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C (shutting back-ends down), then exit 143."""
+
+
+class _signals_end_the_run:
+    """Ctrl-C and SIGTERM unwind the run so back-ends shut down; a second Ctrl-C kills at once."""
+
+    def __enter__(self) -> None:
+        def interrupted(signum: int, frame: object) -> None:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            raise KeyboardInterrupt
+
+        def terminated(signum: int, frame: object) -> None:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            raise Terminated
+
+        self._previous = (signal.signal(signal.SIGINT, interrupted),
+                          signal.signal(signal.SIGTERM, terminated))
+
+    def __exit__(self, *exc_info: object) -> None:
+        signal.signal(signal.SIGINT, self._previous[0])
+        signal.signal(signal.SIGTERM, self._previous[1])
+
+
 class _errors:
     """Turn the library's errors into click's: bad input exits 2 with a hint, failures exit 1."""
 
@@ -116,8 +141,11 @@ class _errors:
         if isinstance(exc, RunnersError):
             raise click.ClickException(str(exc)) from None
         if isinstance(exc, KeyboardInterrupt):
-            click.echo("interrupted", err=True)
+            click.echo("interrupted: pending work cancelled, workers stopped", err=True)
             sys.exit(130)
+        if isinstance(exc, Terminated):
+            click.echo("terminated: pending work cancelled, workers stopped", err=True)
+            sys.exit(143)
         return False
 
 
@@ -140,3 +168,8 @@ def _task_info(name: str) -> dict[str, Any]:
 def _short(value: Any, width: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+from ._cli_batch import batch_command, report_command  # noqa: E402 - registered after main exists
+
+main.add_command(batch_command)
+main.add_command(report_command)
