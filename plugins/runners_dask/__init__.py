@@ -34,7 +34,7 @@ class DaskOptions:
     address: str | None = param(
         None, help="join this running scheduler, tcp://HOST:PORT, and leave it running; "
         "null: start a private LocalCluster on 127.0.0.1 and stop it afterwards")
-    connect_timeout: float = param(10.0, min=0.1, max=600, help="seconds to wait for the scheduler "
+    connect_timeout: float = param(5.0, min=0.1, max=600, help="seconds to wait for the scheduler "
                                    "at `address` (and for its first worker)")
     processes: bool = param(True, help="LocalCluster workers are processes; false: threads of this "
                             "process (no pickling, but the GIL)")
@@ -85,9 +85,9 @@ class DaskBackend(Backend):
                 self._client = Client(address, timeout=timeout, set_as_default=False)
             self._client.wait_for_workers(1, timeout=timeout)
         except (OSError, TimeoutError) as exc:
-            problem = "has no workers" if self._client is not None else "did not answer"
+            problem = f"has no workers after {timeout:g} s" if self._client is not None else "did not answer"
             raise RunnersError(
-                f"the dask scheduler at {address!r} {problem} within {timeout:g} s ({exc}); start it "
+                f"the dask scheduler at {address!r} {problem} ({exc}); start it "
                 f"with `dask scheduler` and workers with `dask worker {address}`, or fix the address"
             ) from None
         self.workers = max(1, sum(self._client.nthreads().values()))
@@ -103,8 +103,12 @@ class DaskBackend(Backend):
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
             self._cluster = LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=self.options.processes,
-                host="127.0.0.1", dashboard_address=self.options.dashboard,
-                silence_logs=logging.CRITICAL)
+                # threads talk in-process (inproc://), which takes no host
+                host="127.0.0.1" if self.options.processes else None, silence_logs=logging.CRITICAL,
+                # The scheduler always serves HTTP (health, metrics); keep it on loopback and a free
+                # port, and add the dashboard only when asked.
+                scheduler_kwargs={"dashboard": self.options.dashboard is not None,
+                                  "dashboard_address": self.options.dashboard or "127.0.0.1:0"})
         self._client = Client(self._cluster, set_as_default=False)
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:

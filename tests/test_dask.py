@@ -1,0 +1,149 @@
+"""The dask back-end on real processes: a `dask scheduler` with two `dask worker`s, and a LocalCluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import runners
+from runners import testing
+from tests.conftest import ROOT, run_cli, tagged_processes
+
+pytest.importorskip("distributed")
+DASK = str(Path(sys.executable).with_name("dask"))
+PI = {"samples": 1_200_000, "item_samples": 50_000}  # 24 items
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_workers(address: str, count: int, timeout: float = 60) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=timeout, set_as_default=False) as client:
+        client.wait_for_workers(count, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A scheduler and two single-thread workers on 127.0.0.1, each in its own process group."""
+    port, tag = free_port(), uuid.uuid4().hex
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "RUNNERS_TEST_TAG": tag, "PYTHONPATH": str(ROOT)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True,
+             "env": env, "cwd": ROOT}
+    commands = [[DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]]
+    commands += [[DASK, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
+                  "--no-dashboard"]] * 2
+    started = []
+    try:
+        for command in commands:
+            started.append(subprocess.Popen(command, **quiet))
+        wait_for_workers(address, 2)
+        yield address
+    finally:
+        for proc in started:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in started:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        deadline = time.monotonic() + 15
+        while (left := tagged_processes(tag)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"dask processes survived: {[p.cmdline() for p in left]}"
+
+
+def test_pi_on_a_scheduler_with_two_workers_equals_serial_and_uses_both(cluster):
+    serial = runners.run("pi", params=PI).result
+    done = run_cli("exec", "pi", "--backend", "dask", "--set", f"backend.address={cluster}", "--chunksize",
+                   "1", "--set", f"samples={PI['samples']}", "--set", f"item_samples={PI['item_samples']}",
+                   "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["result"] == serial
+    assert record["workers"] == 2  # the cluster's threads, not this machine's CPUs
+    nodes = record["nodes"]
+    assert len(nodes) == 2 and all(n.startswith("tcp://127.0.0.1:") for n in nodes), nodes
+    assert all(count > 0 for count in nodes.values()) and sum(nodes.values()) == 24
+
+
+def test_a_task_in_a_loose_file_reaches_the_cluster_workers(cluster, tmp_path):
+    module = tmp_path / f"loose_{uuid.uuid4().hex[:8]}.py"
+    module.write_text("def cube(x):\n    return x ** 3\n")
+    done = run_cli("exec", f"{module}:cube", "--backend", "dask", "--set", f"backend.address={cluster}",
+                   "--set", "n=5", "--json", cwd=tmp_path.parent)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == [0, 1, 8, 27, 64]
+
+
+def test_an_address_that_does_not_answer_fails_fast_naming_it():
+    address = f"tcp://127.0.0.1:{free_port()}"
+    began = time.monotonic()
+    done = run_cli("exec", "tiny", "--backend", "dask", "--set", f"backend.address={address}", timeout=60)
+    assert time.monotonic() - began < 15
+    assert done.returncode == 1
+    assert address in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("setting", "needles"), [
+    ("backend.colour=red", ["unknown key 'colour'", "address", "connect_timeout", "in_flight"]),
+    ("backend.address=not an address", ["backend.address", "tcp://"]),
+])
+def test_bad_options_are_usage_errors_listing_what_is_allowed(setting, needles):
+    done = run_cli("exec", "tiny", "--backend", "dask", "--set", setting)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    for needle in needles:
+        assert needle in done.stderr
+
+
+def die_on_three(item: int) -> int:
+    if item == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+    return item
+
+
+def test_a_killed_worker_is_reported_as_worker_lost_with_its_items():
+    with pytest.raises(runners.WorkerLost) as caught:
+        runners.run(testing.map_task(die_on_three), backend="dask", workers=2, chunksize=2,
+                    params={"items": list(range(8))})
+    assert caught.value.backend == "dask"
+    assert caught.value.items == [2, 3]
+    assert "KilledWorker" in str(caught.value)
+
+
+def test_local_cluster_threads_mode_and_a_loose_file(tmp_path):
+    module = tmp_path / "sidecar.py"
+    module.write_text(textwrap.dedent("""
+        import os
+        def pid_plus(x):
+            return x + 1, os.getpid()
+    """))
+    done = run_cli("exec", f"{module}:pid_plus", "--backend", "dask", "--workers", "2", "--set", "n=4",
+                   "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert [v for v, _ in record["result"]] == [1, 2, 3, 4]
+    threaded = runners.run("tiny", backend="dask", workers=2, options={"processes": False},
+                           params={"n": 100})
+    assert threaded.result == 5050
+    assert all(set(pids) == {os.getpid()} for pids in threaded.placement.values())  # in this process
