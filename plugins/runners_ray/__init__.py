@@ -1,1 +1,250 @@
-"""The `ray` back-end (not written yet)."""
+"""The `ray` back-end: one Ray task per batch, on a private local instance or on a cluster you name."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import sys
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from runners import (
+    Backend,
+    Batch,
+    BatchResult,
+    ConfigError,
+    ItemFailure,
+    RunnersError,
+    WorkerLost,
+    param,
+    portable_exception,
+    run_batch,
+)
+
+OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
+MIN_RAY = (2, 52)  # token authentication and the 2025 security fixes
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = param(
+        None, help="null: start a private Ray on 127.0.0.1 for this run (or join $RAY_ADDRESS if set); "
+                   "'local': always private; 'auto', 'host:port' or 'ray://host:port': join that cluster")
+    connect_timeout: float = param(15.0, min=0.1, help="seconds to wait for a cluster address to answer")
+    in_flight: int | None = param(None, min=1, help="batches submitted at once; null: twice the CPUs")
+    num_cpus: float = param(1.0, min=0.0, help="CPUs each batch task reserves on its node")
+    max_retries: int = param(0, min=0, help="Ray's own reruns of a batch whose worker died "
+                                            "(0: leave retries to runners' `retries` policy)")
+    object_store_mb: int = param(100, min=OBJECT_STORE_MIN_MB, help="object store of a private instance, MiB")
+    ship_code: bool = param(True, help="when joining a cluster, send the task's module if it is not "
+                                       "an installed package (runtime_env py_modules)")
+    runtime_env: dict[str, Any] | None = param(
+        None, help="a Ray runtime_env for the tasks (pip, env_vars, working_dir...)")
+
+
+def run_on_node(batch: Batch) -> BatchResult:
+    """What a Ray worker runs: the batch, labelled with the Ray node that ran it."""
+    import ray
+
+    result = run_batch(batch)
+    node_id = ray.get_runtime_context().get_node_id()
+    result.node = f"{node_id[:12]}@{ray.util.get_node_ip_address()}"
+    return result
+
+
+class RayBackend(Backend):
+    """Runs each batch as a Ray task, at most `in_flight` at once, and yields them as they finish."""
+
+    name = "ray"
+    Options = RayOptions
+    requires = ("ray",)
+    extra = "ray"
+    separate_processes = True
+    distributed = True
+
+    def start(self) -> None:
+        import ray
+
+        if _version(ray.__version__) < MIN_RAY:
+            raise ConfigError(f"ray {ray.__version__} lacks the 2025 security fixes; "
+                              "pip install -U 'ray[default]>=2.52'")
+        self._ray = ray
+        self._connected = False
+        address = self.options.address or os.environ.get("RAY_ADDRESS") or "local"
+        self._joined = address != "local"
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if ray.is_initialized():
+            self._joined = True  # the caller's own Ray session: use it, leave it as it is
+            cpus = max(self.workers, int(ray.cluster_resources().get("CPU", 0)))
+        elif address == "local":
+            self._start_private(ray, quiet)
+            cpus = self.workers
+        else:
+            self._join(ray, address, quiet)
+            cpus = max(self.workers, int(ray.cluster_resources().get("CPU", 0)))
+        self._in_flight = self.options.in_flight or 2 * cpus
+        self._remote = ray.remote(run_on_node).options(
+            num_cpus=self.options.num_cpus, max_retries=self.options.max_retries, retry_exceptions=False)
+        self._shipped = False
+
+    def _start_private(self, ray: ModuleType, quiet: dict[str, Any]) -> None:
+        from ray._private import ray_constants
+
+        # Ray swaps 127.0.0.1 for the machine's LAN address and then listens on every interface,
+        # unless it believes multi-node clusters are off: then every process binds to loopback.
+        saved_env = {k: os.environ.get(k) for k in ("PYTHONPATH",)}
+        saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+        _use_token_auth()
+        # The raylet passes its environment to the workers it forks: the driver's own folders (the
+        # task file's folder, the project) reach them this way, without a slow runtime_env.
+        os.environ["PYTHONPATH"] = os.pathsep.join(_user_paths())
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            self._connected = True
+            ray.init(address="local", num_cpus=self.workers, num_gpus=0, include_dashboard=False,
+                     _node_ip_address="127.0.0.1",
+                     object_store_memory=self.options.object_store_mb * 2**20,
+                     runtime_env=self.options.runtime_env, **quiet)
+        except Exception as exc:  # noqa: BLE001 - a failed start is one error to the user, whatever Ray raised
+            raise RunnersError(f"ray: could not start a local Ray instance: {exc}") from exc
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def _join(self, ray: ModuleType, address: str, quiet: dict[str, Any]) -> None:
+        # Ray itself retries an address that does not answer for minutes; a TCP probe fails fast.
+        _probe(address, self.options.connect_timeout)
+        try:
+            ray.init(address=address, runtime_env=self.options.runtime_env, **quiet)
+        except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+            raise RunnersError(f"ray: cannot join the Ray cluster at {address!r}: {exc}") from exc
+        self._connected = True  # our connection to close; the cluster itself stays up
+
+    def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+        ray = self._ray
+        pending: dict[Any, Batch] = {}
+        try:
+            for batch in batches:
+                pending[self._submit(batch)] = batch
+                while len(pending) >= self._in_flight:
+                    yield from self._collect(pending)
+            while pending:
+                yield from self._collect(pending)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)  # a joined cluster must not keep running abandoned work
+
+    def _submit(self, batch: Batch) -> Any:
+        if not self._shipped:
+            self._shipped = True
+            if self._joined and self.options.ship_code:
+                modules = _user_modules(batch.fn)
+                if modules:
+                    env = dict(self.options.runtime_env or {})
+                    env["py_modules"] = [*env.get("py_modules", []), *modules]
+                    self._remote = self._remote.options(runtime_env=env)
+        return self._remote.remote(batch)
+
+    def _collect(self, pending: dict[Any, Batch]) -> Iterator[BatchResult]:
+        done, _ = self._ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            yield self._outcome(ref, pending.pop(ref))
+
+    def _outcome(self, ref: Any, batch: Batch) -> BatchResult:
+        ray = self._ray
+        try:
+            return ray.get(ref)
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
+                ray.exceptions.LocalRayletDiedError) as exc:
+            indices = list(range(batch.start, batch.start + len(batch.items)))
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return BatchResult(batch.id, [], WorkerLost(f"{type(exc).__name__}: {reason}", self.name,
+                                                        indices))
+        except ray.exceptions.RayTaskError as exc:
+            # Items raise inside run_batch, so this is the batch failing to travel (unpickling it or
+            # pickling its result in the worker): report the underlying error against its first item.
+            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+            failure = ItemFailure(batch.start, batch.items[0] if batch.items else None,
+                                  portable_exception(cause), str(exc))
+            return BatchResult(batch.id, [], failure)
+        except ray.exceptions.RuntimeEnvSetupError as exc:
+            raise RunnersError(f"ray: could not set up the task's runtime_env: {exc}") from exc
+
+    def shutdown(self) -> None:
+        if getattr(self, "_connected", False):
+            self._connected = False
+            self._ray.shutdown()  # a private instance stops; a joined cluster only loses this driver
+
+
+def _use_token_auth() -> None:
+    """Make Ray's token authentication use a random token of this process, not one written to ~/.ray.
+
+    Ray (2.52+) turns token authentication on for a cluster that ray.init starts, unless RAY_AUTH_MODE
+    says otherwise; a token the user already has (environment or ~/.ray/auth_token) wins. The token
+    stays in the environment for the life of the process because Ray caches it on first use.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
+        return
+    if not os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Fail within `timeout` seconds, naming `address`, when nothing listens there."""
+    target = address.split("://", 1)[-1]
+    if target == "auto" or ":" not in target:
+        return  # Ray finds the address itself and fails fast when there is none
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise RunnersError(
+            f"ray: no Ray cluster answers at {address!r} within {timeout:g} s ({exc}); start one with "
+            "`ray start --head` there, or fix backend.address"
+        ) from exc
+
+
+def _installed_roots() -> set[str]:
+    paths = sysconfig.get_paths()
+    return {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+
+
+def _user_paths() -> list[str]:
+    """Folders on the driver's sys.path that a fresh interpreter of this environment lacks."""
+    roots = _installed_roots()
+    found = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        if os.path.isdir(path) and not any(path.startswith(r) for r in roots) and path not in found:
+            found.append(path)
+    return found
+
+
+def _user_modules(fn: Any) -> list[ModuleType]:
+    """The top-level module of `fn` when it lives outside the installed packages (the user's code)."""
+    fn = getattr(fn, "func", fn)  # functools.partial
+    top = (getattr(fn, "__module__", None) or "").split(".")[0]
+    module = sys.modules.get(top)
+    source = getattr(module, "__file__", None)
+    if module is None or source is None or top in ("__main__", "runners"):
+        return []
+    source = os.path.realpath(source)
+    if any(source.startswith(r) for r in _installed_roots()):
+        return []
+    return [module]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())

@@ -1,0 +1,189 @@
+"""The ray back-end beyond the conformance suite: a real two-node cluster started with `ray start`,
+the private instance's safe defaults, and bad input (a dead address, an unknown option)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+import runners
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.skipif(not runners.backend_status("ray")[0], reason="ray is not installed")
+
+RAY = str(Path(sys.executable).with_name("ray"))
+CLUSTER_TAG = "RUNNERS_RAY_CLUSTER_TAG"  # every process of the test cluster inherits it
+RAY_DAEMONS = ("raylet", "gcs_server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster_processes(tag: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(CLUSTER_TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def ray_daemons_using(folders: list[str]) -> list[str]:
+    """raylet/gcs_server processes whose command line names one of `folders`."""
+    left = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if any(d in (proc.info["name"] or "") for d in RAY_DAEMONS) and any(f in cmd for f in folders):
+            left.append(cmd[:200])
+    return left
+
+
+def stop_cluster(tag: str) -> None:
+    """Stop exactly this cluster's processes (`ray stop` would stop every Ray on the machine)."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        procs = cluster_processes(tag)
+        for proc in procs:
+            try:
+                proc.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=grace)
+        if not cluster_processes(tag):
+            return
+
+
+def alive_nodes(address: str, env: dict[str, str]) -> int:
+    done = subprocess.run([RAY, "status", f"--address={address}"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    active = done.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+    return sum(1 for line in active.splitlines() if "node_" in line)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray head and a second node on this machine, one CPU each, with token authentication."""
+    tag = uuid.uuid4().hex
+    env = {**os.environ, CLUSTER_TAG: tag, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    # Short paths: Ray's Unix sockets live in the temp dir and must fit in 107 characters.
+    folders = [tempfile.mkdtemp(prefix="rr-head-"), tempfile.mkdtemp(prefix="rr-node-")]
+    address = f"127.0.0.1:{free_port()}"
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
+              "--object-store-memory=80000000"]
+    try:
+        for folder, role in zip(folders, ([f"--head", f"--port={address.rsplit(':')[1]}",
+                                           "--include-dashboard=false",
+                                           f"--ray-client-server-port={free_port()}"],
+                                          [f"--address={address}"])):
+            start = subprocess.run([RAY, "start", *role, *common, f"--temp-dir={folder}",
+                                    f"--dashboard-agent-listen-port={free_port()}"],
+                                   capture_output=True, text=True, timeout=180, env=env)
+            assert start.returncode == 0, start.stdout + start.stderr
+        deadline = time.monotonic() + 60
+        while alive_nodes(address, env) < 2:
+            assert time.monotonic() < deadline, "the second Ray node never joined"
+            time.sleep(1)
+        yield address, {k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_USAGE_STATS_ENABLED")}
+    finally:
+        stop_cluster(tag)
+        left = [p.cmdline() for p in cluster_processes(tag)] + ray_daemons_using(folders)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        assert not left, f"the test cluster left processes: {left}"
+
+
+def test_a_job_spreads_over_both_nodes_of_a_real_cluster_and_matches_serial(cluster, tmp_path):
+    address, env = cluster
+    # The task lives in a folder no Ray worker has on its path: the back-end must ship it.
+    (tmp_path / "slowsquare.py").write_text(textwrap.dedent("""
+        import time
+
+        def slow_square(x):
+            time.sleep(0.05)
+            return x * x
+    """))
+    done = run_cli("exec", f"{tmp_path / 'slowsquare.py'}:slow_square", "--backend", "ray", "--workers", "2",
+                   "--chunksize", "1", "--set", "n=40", "--set", f"backend.address={address}", "--json",
+                   env=env, timeout=240)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["result"] == [x * x for x in range(40)]
+    assert len(record["nodes"]) == 2, record["nodes"]
+    assert all(count > 0 for count in record["nodes"].values()), record["nodes"]
+    assert sum(record["nodes"].values()) == 40
+
+
+def test_pi_on_the_cluster_equals_serial_pi(cluster):
+    address, env = cluster
+    params = {"samples": 400_000, "item_samples": 50_000}
+    serial = runners.run("pi", backend="serial", params=params).result
+    done = run_cli("exec", "pi", "--backend", "ray", "--set", "samples=400000", "--set", "item_samples=50000",
+                   "--set", f"backend.address={address}", "--json", env=env, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == serial
+
+
+def test_joining_without_the_cluster_token_is_refused(cluster):
+    address, env = cluster
+    done = run_cli("exec", "tiny", "--backend", "ray", "--set", f"backend.address={address}",
+                   env={**env, "RAY_AUTH_TOKEN": "not-the-token"}, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert address in done.stderr
+
+
+def test_an_address_that_does_not_answer_fails_fast_naming_it():
+    dead = f"127.0.0.1:{free_port()}"
+    began = time.monotonic()
+    done = run_cli("exec", "tiny", "--backend", "ray", "--set", f"backend.address={dead}", timeout=60)
+    assert time.monotonic() - began < 15 + 10  # 15 s limit plus the interpreter's and Ray's import
+    assert done.returncode == 1, done.stderr
+    assert dead in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unknown_option_lists_the_allowed_ones():
+    done = run_cli("exec", "tiny", "--backend", "ray", "--set", "backend.adress=auto")
+    assert done.returncode == 2, done.stderr
+    assert "'adress'" in done.stderr and "address" in done.stderr and "in_flight" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_private_instance_listens_only_on_loopback_and_stops_with_the_run():
+    # In-process, so this test can look at the sockets while Ray runs.
+    backend = runners.load_backend("ray")(workers=1)
+    with backend:
+        ray_procs = [p for p in psutil.Process().children(recursive=True)]
+        listening = {c.laddr.ip for p in ray_procs for c in _listening(p)}
+        daemons = {p.pid for p in ray_procs if any(d in p.name() for d in RAY_DAEMONS)}
+    assert daemons, "no raylet or gcs_server was started"
+    assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+    psutil.wait_procs([psutil.Process(pid) for pid in daemons if psutil.pid_exists(pid)], timeout=15)
+    assert not [pid for pid in daemons if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+def _listening(proc: psutil.Process) -> list:
+    try:
+        return [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
