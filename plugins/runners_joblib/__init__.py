@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
+import tempfile
 import threading
 import traceback
 import warnings
@@ -72,6 +74,9 @@ class JoblibBackend(Backend):
         import joblib  # noqa: F401 - fail here, not mid-run, if it is broken
 
         self._config: dict[str, Any] = {"backend": self.options.inner}
+        # Memmaps go to a folder of this run (not joblib's shared /dev/shm default), removed at
+        # shutdown even when a killed worker kept joblib from cleaning up.
+        self._temp = tempfile.mkdtemp(prefix="runners-joblib-")
         if self.options.inner == "dask":
             self._start_dask()
         elif self.options.inner == "ray":
@@ -104,7 +109,7 @@ class JoblibBackend(Backend):
         with parallel_config(**self._config):  # the inner back-end and its client, for this Parallel
             return Parallel(n_jobs=self.workers, return_as=return_as, batch_size=self.options.batch_size,
                             max_nbytes=self.options.max_nbytes, verbose=self.options.verbose,
-                            pre_dispatch="2*n_jobs")
+                            pre_dispatch="2*n_jobs", temp_folder=self._temp)
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         if self.options.inner in STREAMING:
@@ -114,30 +119,37 @@ class JoblibBackend(Backend):
     def _stream(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         from joblib import delayed
 
-        held: dict[int, Batch] = {}  # dispatched and not back yet, to name them if a worker dies
         lock = threading.Lock()  # joblib pulls batches from its callback thread
 
-        def dispatch() -> Iterator[Any]:
+        def dispatch(held: dict[int, Batch]) -> Iterator[Any]:
             for batch in batches:
                 with lock:
                     held[batch.id] = batch
                 yield delayed(run_batch)(batch)
 
-        # Parallel consumes `dispatch()` lazily: pre_dispatch batches now, one more as each completes.
-        outputs = self._parallel("generator_unordered")(dispatch())
-        try:
-            for result in outputs:
-                with lock:
-                    held.pop(result.batch_id, None)
-                yield result
-        except Exception as exc:  # noqa: BLE001 - joblib re-raises pool failures here, not per batch
+        while True:  # a broken pool ends one Parallel call; a fresh one takes the batches left
+            held: dict[int, Batch] = {}  # dispatched and not back yet, to report them if the pool breaks
+            failure = None
+            # Parallel consumes dispatch() lazily: pre_dispatch batches now, one more as each completes.
+            outputs = self._parallel("generator_unordered")(dispatch(held))
+            try:
+                for result in outputs:
+                    with lock:
+                        held.pop(result.batch_id, None)
+                    yield result
+            except Exception as exc:  # noqa: BLE001 - joblib re-raises pool failures here, not per batch
+                failure = exc
+            finally:
+                with warnings.catch_warnings():  # closing early cancels the rest: that is the intent
+                    warnings.filterwarnings("ignore", message=".*(not used|have been cancelled)")
+                    outputs.close()
+            if failure is None:
+                return
+            self._broken = True
             with lock:
-                waiting = sorted(held.values(), key=lambda b: b.start)
-            yield self._failure(exc, waiting)
-        finally:
-            with warnings.catch_warnings():  # closing early cancels the rest: that is the intent
-                warnings.filterwarnings("ignore", message=".*(not used|have been cancelled)")
-                outputs.close()
+                lost = sorted(held.values(), key=lambda b: b.start)
+            for batch in lost:
+                yield self._failure(failure, batch)
 
     def _windows(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         """joblib's multiprocessing and ray back-ends cannot stream: run 2 batches per worker at a time."""
@@ -147,20 +159,18 @@ class JoblibBackend(Backend):
             while window := list(islice(batches, 2 * self.workers)):
                 try:
                     results = parallel(delayed(run_batch)(batch) for batch in window)
-                except Exception as exc:  # noqa: BLE001 - as in _stream
-                    yield self._failure(exc, window)
-                    return
+                except Exception as exc:  # noqa: BLE001 - as in _stream; joblib readies a new pool
+                    results = [self._failure(exc, batch) for batch in window]
                 yield from results
 
-    def _failure(self, exc: Exception, waiting: list[Batch]) -> BatchResult:
-        """A pool failure as the outcome of the first batch still out."""
-        first = waiting[0] if waiting else Batch(-1, run_batch, 0, [])
+    def _failure(self, exc: Exception, batch: Batch) -> BatchResult:
+        """A pool failure as the outcome of a batch that was out when it happened."""
         if isinstance(exc, BrokenExecutor) or type(exc).__name__ in ("KilledWorker", "RayActorError"):
-            items = [b.start + i for b in waiting for i in range(len(b.items))]
-            return BatchResult(first.id, [], WorkerLost(str(exc).strip(), self.name, items))
-        failure = ItemFailure(first.start, first.items[0] if first.items else None,
+            items = list(range(batch.start, batch.start + len(batch.items)))
+            return BatchResult(batch.id, [], WorkerLost(str(exc).strip(), self.name, items))
+        failure = ItemFailure(batch.start, batch.items[0] if batch.items else None,
                               portable_exception(exc), "".join(traceback.format_exception(exc)))
-        return BatchResult(first.id, [], failure)
+        return BatchResult(batch.id, [], failure)
 
     def shutdown(self) -> None:
         if self.options.inner == "loky" and getattr(self, "_config", None) is not None:
@@ -174,6 +184,8 @@ class JoblibBackend(Backend):
                 executor.terminate()
             else:
                 executor.shutdown(wait=True)
+            if getattr(self, "_broken", False):
+                _unlink_orphaned_loky_semaphores()
         client, self._client = getattr(self, "_client", None), None
         cluster, self._cluster = getattr(self, "_cluster", None), None
         if client is not None:
@@ -186,3 +198,19 @@ class JoblibBackend(Backend):
             ray.shutdown()
             self._ray_started = False
         self._config = None
+        temp, self._temp = getattr(self, "_temp", None), None
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _unlink_orphaned_loky_semaphores() -> None:
+    """Semaphores a killed loky worker held stay in /dev/shm until the interpreter exits; with every
+    executor of this process shut down, none of them is in use, so remove them now."""
+    import _multiprocessing
+    from pathlib import Path
+
+    for path in Path("/dev/shm").glob(f"sem.loky-{os.getpid()}-*"):
+        try:
+            _multiprocessing.sem_unlink("/" + path.name[len("sem."):])
+        except OSError:
+            pass
