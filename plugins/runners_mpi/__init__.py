@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any, Literal
 from runners import Backend, Batch, BatchResult, ConfigError, param
 
 from ._relay import Relay
+from ._shm import remove_segments, stale_segments
 
 # Set by the launchers that start MPI processes (hydra/MPICH, PMIx/Open MPI): we run under mpiexec.
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE")
@@ -67,6 +67,14 @@ def under_mpiexec() -> bool:
     return any(name in os.environ for name in LAUNCHER_VARIABLES)
 
 
+def launcher_rank() -> int:
+    """This process's rank as the launcher set it (0 when there is no launcher), without MPI."""
+    for name in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 class MpiBackend(Backend):
     """Runs batches on MPI ranks: those of the surrounding mpiexec, or of one it starts itself."""
 
@@ -83,14 +91,18 @@ class MpiBackend(Backend):
 
     def start(self) -> None:
         if self.options.hostfile is not None and not Path(self.options.hostfile).is_file():
+            if launcher_rank() > 0:
+                sys.exit(2)  # every rank finds it; only rank 0 says so
             raise ConfigError(f"backend.hostfile: no such file {self.options.hostfile!r}")
+        if launcher_rank() == 0:
+            remove_segments(stale_segments())  # what earlier killed jobs left in /dev/shm
         if under_mpiexec():
             self._start_ranks()
         elif self.options.spawn:
             ranks = self.workers + (1 if self.options.scheme == "master-worker" else 0)
-            command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme],
-                                      self.options.hostfile)
-            self._relay = Relay(command)
+            self._command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme],
+                                            self.options.hostfile)
+            self._relay = Relay(self._command)
         else:
             raise ConfigError("the mpi back-end needs MPI ranks (backend.spawn is false); run: "
                               + shlex.join(mpiexec_command(self.workers, _this_command())))
@@ -119,8 +131,19 @@ class MpiBackend(Backend):
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         if self._relay is not None:
-            return self._relay.run(batches)
+            return self._run_spawned(batches)
         return self._scheme.run(batches)
+
+    def _run_spawned(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+        """Batches on the job this back-end started; a job that lost a rank is replaced, and the
+        remaining batches (and the engine's retries, in a later pass) run on the fresh one."""
+        while True:
+            if self._relay.lost:
+                self._relay.close()
+                self._relay = Relay(self._command)
+            yield from self._relay.run(batches)
+            if not self._relay.lost:
+                return
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
         self._exit_code = exit_code(exc)

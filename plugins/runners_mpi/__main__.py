@@ -31,9 +31,12 @@ def main() -> None:
     authkey = bytes.fromhex(os.environ.pop(AUTHKEY))
     with MpiBackend(MpiOptions(scheme=sys.argv[1], spawn=False)) as backend:  # workers stay in here
         with Client((host, int(port)), authkey=authkey) as conn:
-            for result in backend.run(requests(conn)):
-                conn.send(("result", result))
-            conn.send(("done",))
+            while True:  # one pass per engine call of run(); the driver ends with "close"
+                for result in backend.run(requests(conn)):
+                    conn.send(("result", result))
+                conn.send(("done",))
+                if conn.recv() != "again":
+                    break
 
 
 if __name__ == "__main__":

@@ -2,14 +2,15 @@
 
 The job's rank 0 (`python -m runners_mpi`) connects back over loopback with a fresh random authkey and
 asks for batches one at a time ("next"); the driver answers with a batch, or None when there are no
-more, and receives each result. So the job's scheme pulls batches exactly as it would from the engine.
+more, and receives each result, then "done". So the job's scheme pulls batches exactly as it would
+from the engine. The job then waits for "again" (another pass: retries, or a batch reusing it) or
+"close".
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -18,12 +19,23 @@ import traceback
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
-from runners import Batch, BatchResult, ItemFailure, RunnersError, WorkerLost, portable_exception
+from runners import (
+    Batch,
+    BatchResult,
+    ItemFailure,
+    RunnersError,
+    WorkerLost,
+    portable_exception,
+    signal_name,
+)
+
+from ._shm import remove_segments, stale_segments
 
 ADDRESS = "RUNNERS_MPI_ADDRESS"
 AUTHKEY = "RUNNERS_MPI_AUTHKEY"
 CONNECT_SECONDS = 60.0  # mpiexec start-up plus importing runners and mpi4py on every rank
 DRAIN_SECONDS = 2.0  # after an error: how long the job may finish its batches in flight quietly
+HYDRA_SIGNALS = (6, 9, 11, 15)  # SIGABRT, SIGKILL, SIGSEGV, SIGTERM
 
 
 class Relay:
@@ -31,10 +43,12 @@ class Relay:
 
     def __init__(self, command: list[str]) -> None:
         self.command = command
-        self.finished = False
+        self.finished = False  # the current pass is over (the job waits for "again" or "close")
+        self.lost = False
+        self.shm_before = stale_segments(min_age=None)
         authkey = os.urandom(32)
         server = socket.create_server(("127.0.0.1", 0))
-        env = {**os.environ, ADDRESS: "127.0.0.1:%d" % server.getsockname()[1], AUTHKEY: authkey.hex(),
+        env = {**os.environ, ADDRESS: f"127.0.0.1:{server.getsockname()[1]}", AUTHKEY: authkey.hex(),
                # ranks import what the driver imported, task files included (their folder is on sys.path)
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         # Own session: Ctrl-C reaches the driver only, which then stops the job itself. The job's
@@ -70,11 +84,14 @@ class Relay:
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         held: dict[int, Batch] = {}  # sent and not yet answered: what a lost rank takes with it
+        if self.finished:
+            self.conn.send("again")
+            self.finished = False
         while True:
             try:
                 kind, *payload = self.conn.recv()
             except (EOFError, OSError):
-                yield self._lost(held)
+                yield from self._lost(held, batches)
                 return
             if kind == "result":
                 held.pop(payload[0].batch_id, None)
@@ -87,7 +104,7 @@ class Relay:
                 try:
                     self.conn.send(batch)
                 except (EOFError, OSError):
-                    continue  # the job is gone: the next recv reports it
+                    pass  # the job is gone: the next recv reports it
                 except Exception as exc:  # noqa: BLE001 - an item that does not pickle
                     failure = ItemFailure(batch.start, batch.items[0], portable_exception(exc),
                                           "".join(traceback.format_exception(exc)))
@@ -96,19 +113,29 @@ class Relay:
                 if batch is not None:
                     held[batch.id] = batch
 
-    def _lost(self, held: dict[int, Batch]) -> BatchResult:
+    def _lost(self, held: dict[int, Batch], batches: Iterator[Batch]) -> Iterator[BatchResult]:
+        """One WorkerLost per batch the job took with it (so the engine can retry each on a new job)."""
+        self.lost = True
+        self.conn.close()
+        if not held:  # died between batches: the next one is the casualty
+            batch = next(batches, None)
+            held = {batch.id: batch} if batch is not None else {}
         code = self._wait(10)
+        remove_segments(stale_segments(min_age=0) - self.shm_before)  # MPICH's, left by the dead job
+        exitcode = code
         if code is None:
             state = "mpiexec is still running"
         elif code < 0:
-            state = f"mpiexec was killed by {signal.Signals(-code).name}"
-        else:  # hydra exits with N when a rank was killed by signal N
-            hint = f" (a rank killed by {signal.Signals(code).name}?)" if code in (6, 9, 11, 15) else ""
-            state = f"mpiexec exited with code {code}{hint}"
-        items = [i for b in held.values() for i in range(b.start, b.start + len(b.items))]
-        lost = WorkerLost(f"an MPI rank ended abnormally; {state}", "mpi", sorted(items),
-                          exitcode=code)
-        return BatchResult(next(iter(held), -1), [], lost)
+            state = f"mpiexec was killed by {signal_name(code)}"
+        elif code in HYDRA_SIGNALS:  # hydra exits with N when a rank was killed by signal N
+            exitcode = -code
+            state = f"mpiexec exited with code {code}: a rank was killed by {signal_name(-code)}"
+        else:
+            state = f"mpiexec exited with code {code}"
+        for batch in held.values():
+            items = list(range(batch.start, batch.start + len(batch.items)))
+            lost = WorkerLost(f"an MPI rank ended abnormally ({state})", "mpi", items, exitcode=exitcode)
+            yield BatchResult(batch.id, [], lost)
 
     def close(self) -> None:
         """Let the job finish what it holds (briefly, after an error), then make sure it is gone."""
@@ -119,11 +146,14 @@ class Relay:
                 if kind == "next":
                     self.conn.send(None)
                 self.finished = kind == "done"
+            if self.finished:
+                self.conn.send("close")
         except (EOFError, OSError):
             pass
         self.conn.close()
         if not self.finished or self._wait(30) is None:
             self._stop()
+            remove_segments(stale_segments(min_age=0) - self.shm_before)
 
     def _stop(self) -> None:
         if self.process.poll() is None:

@@ -1,0 +1,198 @@
+"""The mpi back-end under real mpiexec (1, 2 and 4 ranks, both schemes) and as a job it starts itself.
+
+Every rank's exit code is recorded by wrapping each rank in `sh -c '"$@"; echo rank R exit C'`, so
+"all ranks exit with rank 0's code" is checked, not assumed. The conformance suite covers the
+in-process path (`runners.run(..., backend="mpi")`, which starts its own mpiexec job).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import pytest
+
+import runners
+from runners import testing
+from tests.conftest import run_cli
+
+pytest.importorskip("mpi4py")
+from runners_mpi import find_mpiexec, mpiexec_command  # noqa: E402 - needs mpi4py's extra
+from runners_mpi._shm import remove_segments, stale_segments  # noqa: E402
+
+MPIEXEC = find_mpiexec()
+SCHEMES = ["master-worker", "spmd"]
+PI = {"samples": 400_000, "item_samples": 50_000}
+# Each rank reports its own exit code on stderr; the python command follows as "$@".
+PER_RANK = ["sh", "-c", '"$@"; code=$?; echo "rank $PMI_RANK exit $code" >&2; exit $code', "sh"]
+
+
+def mpiexec(n: int, *extra: str) -> list[str]:
+    return [MPIEXEC, *extra, "-n", str(n), *PER_RANK]
+
+
+def rank_exits(stderr: str) -> dict[int, int]:
+    return {int(r): int(c) for r, c in re.findall(r"^rank (\d+) exit (\d+)$", stderr, re.M)}
+
+
+def sets(params: dict) -> list[str]:
+    return [x for k, v in params.items() for x in ("--set", f"{k}={v}")]
+
+
+@pytest.fixture(scope="module")
+def serial_pi():
+    return runners.run("pi", params=PI).result
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_mpiexec_ranks_give_serial_result_printed_once_and_exit_0_everywhere(n, scheme, serial_pi):
+    done = run_cli("exec", "pi", "--backend", "mpi", "--json", *sets(PI), "--set",
+                   f"backend.scheme={scheme}", launcher=mpiexec(n), timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout  # only rank 0 prints
+    record = json.loads(lines[0])
+    assert record["result"] == serial_pi  # the same seed gives the same estimate as serial
+    assert record["check"]["ok"] is True
+    assert record["workers"] == (n if scheme == "spmd" else max(1, n - 1))
+    assert rank_exits(done.stderr) == dict.fromkeys(range(n), 0)
+
+
+def test_text_output_is_printed_once_by_rank_0():
+    done = run_cli("exec", "tiny", "--backend", "mpi", "--set", "n=50", launcher=mpiexec(3), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("result   1275") == 1, done.stdout
+    assert done.stdout.count("task ") == 1
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_item_failure_on_a_worker_rank_exits_1_on_every_rank_with_traceback_once(scheme):
+    # chunksize 1 on 3 ranks: item 7 runs on rank 1 or 2 in both schemes (master-worker's rank 0
+    # only dispatches; spmd's round 3 hands batch 7 to rank 1).
+    done = run_cli("exec", "runners.testing:raise_on_seven", "--backend", "mpi", "--chunksize", "1",
+                   "--set", "n=12", "--set", f"backend.scheme={scheme}", launcher=mpiexec(3),
+                   timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("Error: item 7 (7) raised ValueError: item 7 is unlucky") == 1
+    assert done.stderr.count("the worker's traceback:") == 1
+    assert done.stderr.count('raise ValueError(f"item {item} is unlucky")') == 1
+    assert rank_exits(done.stderr) == dict.fromkeys(range(3), 1)
+
+
+KILLER = """
+    import os, signal, time
+
+    def kill_on_worker(item):
+        # the first item a rank other than 0 sees from 3 on: SIGKILL, mid-run
+        if os.environ.get("PMI_RANK", "0") != "0" and item >= 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.02)
+        return item
+"""
+
+
+@pytest.fixture
+def killer(tmp_path):
+    path = tmp_path / "killer.py"
+    path.write_text(textwrap.dedent(KILLER))
+    return f"{path}:kill_on_worker"
+
+
+@pytest.fixture
+def mpich_segments_swept():
+    """A SIGKILLed MPICH job leaves its /dev/shm segment (MPICH unlinks it at finalize); the next
+    run's start-up sweep removes such leftovers once they are a minute old. Here: at once."""
+    before = stale_segments(min_age=None)
+    yield
+    remove_segments(stale_segments(min_age=0) - before)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_rank_killed_mid_run_ends_the_job_non_zero_with_nothing_left(scheme, killer,
+                                                                        mpich_segments_swept):
+    # No per-rank wrapper here: the rank itself must be what dies, as hydra then sees it.
+    done = run_cli("exec", killer, "--backend", "mpi", "--chunksize", "1", "--set", "n=40",
+                   "--set", f"backend.scheme={scheme}", launcher=[MPIEXEC, "-n", "3"], timeout=60)
+    assert done.returncode != 0
+    assert "BAD TERMINATION" in done.stdout and "Killed (signal 9)" in done.stdout  # hydra's report
+    # run_cli has checked that no mpiexec, hydra_pmi_proxy or python rank of this run is left
+
+
+def test_without_mpiexec_the_cli_starts_its_own_ranks(serial_pi):
+    done = run_cli("exec", "pi", "--backend", "mpi", "--workers", "2", "--json", *sets(PI), timeout=120)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["result"] == serial_pi
+    assert record["processes"] == 2
+
+
+@pytest.mark.parametrize("task", ["pi", "primes", "tiny"])
+def test_spmd_scheme_in_process_equals_serial(task):
+    params = {"pi": PI, "primes": {"start": 1_000, "stop": 6_000}, "tiny": {"n": 1_000}}[task]
+    record = runners.run(task, backend="mpi", workers=2, params=params, options={"scheme": "spmd"})
+    assert record.result == runners.run(task, params=params).result
+    assert record.check.ok
+
+
+def test_spmd_item_failure_in_process_keeps_type_item_and_traceback():
+    with pytest.raises(runners.TaskError) as caught:
+        runners.run(testing.map_task(testing.raise_on_seven), backend="mpi", workers=2, chunksize=3,
+                    params={"items": list(range(20))}, options={"scheme": "spmd"})
+    assert isinstance(caught.value.exception, ValueError) and caught.value.index == 7
+    assert "raise_on_seven" in caught.value.remote_traceback
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_spawned_job_losing_a_rank_is_a_worker_lost_naming_sigkill(scheme, killer):
+    task = runners.load_task(killer)
+    with pytest.raises(runners.WorkerLost, match="SIGKILL") as caught:
+        runners.run(task, backend="mpi", workers=2, chunksize=1, retries=0,
+                    params={"n": 40}, options={"scheme": scheme})
+    assert caught.value.items and caught.value.exitcode == -9
+
+
+def test_a_lost_rank_is_retried_on_a_fresh_job(tmp_path):
+    items = [[i, str(tmp_path / "crashed") if i == 2 else ""] for i in range(6)]
+    record = runners.run(testing.map_task(testing.crash_once), backend="mpi", workers=2, chunksize=1,
+                         params={"items": items})
+    assert record.result == list(range(6))
+
+
+def test_spawn_off_fails_at_once_with_the_mpiexec_command_to_use():
+    done = run_cli("exec", "pi", "--backend", "mpi", "--workers", "3", "--set", "backend.spawn=false",
+                   timeout=60)
+    assert done.returncode == 2
+    assert f"{MPIEXEC} -n 3 " in done.stderr and "-m runners exec pi --backend mpi" in done.stderr
+
+
+def test_a_missing_hostfile_is_a_config_error_naming_it(tmp_path):
+    missing = tmp_path / "no-such-hostfile"
+    done = run_cli("exec", "tiny", "--backend", "mpi", "--set", f"backend.hostfile={missing}", timeout=60)
+    assert done.returncode == 2
+    assert str(missing) in done.stderr and "no such file" in done.stderr
+
+
+def test_a_hostfile_of_localhost_slots_works_under_mpiexec_and_when_spawned(tmp_path, serial_pi):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("localhost:4\n")
+    under = run_cli("exec", "pi", "--backend", "mpi", "--json", *sets(PI),
+                    launcher=mpiexec(3, "-f", str(hostfile)), timeout=120)
+    assert under.returncode == 0, under.stderr
+    assert json.loads(under.stdout)["result"] == serial_pi
+    spawned = run_cli("exec", "pi", "--backend", "mpi", "--json", "--workers", "2", *sets(PI),
+                      "--set", f"backend.hostfile={hostfile}", timeout=120)
+    assert spawned.returncode == 0, spawned.stderr
+    assert json.loads(spawned.stdout)["result"] == serial_pi
+
+
+def test_mpiexec_command_is_what_batch_runners_launch(tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("localhost:2\n")
+    line = mpiexec_command(4, ["-m", "runners", "exec", "pi"], hostfile=str(hostfile))
+    assert line[0] == MPIEXEC and line[1:5] == ["-f", str(hostfile), "-n", "4"]
+    assert line[6:] == ["-m", "runners", "exec", "pi"]
+    with pytest.raises(runners.ConfigError, match="no-such"):
+        mpiexec_command(2, [], hostfile=str(tmp_path / "no-such"))
