@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import secrets
@@ -88,9 +89,9 @@ class RayBackend(Backend):
             self._join(ray, address, quiet)
             cpus = max(self.workers, int(ray.cluster_resources().get("CPU", 0)))
         self._in_flight = self.options.in_flight or 2 * cpus
-        self._remote = ray.remote(run_on_node).options(
-            num_cpus=self.options.num_cpus, max_retries=self.options.max_retries, retry_exceptions=False)
-        self._shipped = False
+        self._task_options = {"num_cpus": self.options.num_cpus, "max_retries": self.options.max_retries,
+                              "retry_exceptions": False}
+        self._remote = ray.remote(run_on_node).options(**self._task_options)
 
     def _start_private(self, ray: ModuleType, quiet: dict[str, Any]) -> None:
         from ray._private import ray_constants
@@ -123,8 +124,14 @@ class RayBackend(Backend):
     def _join(self, ray: ModuleType, address: str, quiet: dict[str, Any]) -> None:
         # Ray itself retries an address that does not answer for minutes; a TCP probe fails fast.
         _probe(address, self.options.connect_timeout)
+        env = dict(self.options.runtime_env or {})
+        # The task (a file of the user's, already imported by now) must reach the other machines;
+        # Ray accepts local modules to upload only here, for the whole job, not per task.
+        modules = _user_modules() if self.options.ship_code else []
+        if modules:
+            env["py_modules"] = [*env.get("py_modules", []), *modules]
         try:
-            ray.init(address=address, runtime_env=self.options.runtime_env, **quiet)
+            ray.init(address=address, runtime_env=env or None, **quiet)
         except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
             raise RunnersError(f"ray: cannot join the Ray cluster at {address!r}: {exc}") from exc
         self._connected = True  # our connection to close; the cluster itself stays up
@@ -144,14 +151,6 @@ class RayBackend(Backend):
                 ray.cancel(ref, force=True)  # a joined cluster must not keep running abandoned work
 
     def _submit(self, batch: Batch) -> Any:
-        if not self._shipped:
-            self._shipped = True
-            if self._joined and self.options.ship_code:
-                modules = _user_modules(batch.fn)
-                if modules:
-                    env = dict(self.options.runtime_env or {})
-                    env["py_modules"] = [*env.get("py_modules", []), *modules]
-                    self._remote = self._remote.options(runtime_env=env)
         return self._remote.remote(batch)
 
     def _collect(self, pending: dict[Any, Batch]) -> Iterator[BatchResult]:
@@ -232,18 +231,23 @@ def _user_paths() -> list[str]:
     return found
 
 
-def _user_modules(fn: Any) -> list[ModuleType]:
-    """The top-level module of `fn` when it lives outside the installed packages (the user's code)."""
-    fn = getattr(fn, "func", fn)  # functools.partial
-    top = (getattr(fn, "__module__", None) or "").split(".")[0]
-    module = sys.modules.get(top)
-    source = getattr(module, "__file__", None)
-    if module is None or source is None or top in ("__main__", "runners"):
-        return []
-    source = os.path.realpath(source)
-    if any(source.startswith(r) for r in _installed_roots()):
-        return []
-    return [module]
+def _user_modules() -> list[str]:
+    """Files (or package folders) of the imported top-level modules that are the user's own code:
+    found through the driver's own sys.path folders, not installed by any distribution."""
+    installed = set(importlib.metadata.packages_distributions())
+    roots, folders = _installed_roots(), _user_paths()
+    found = []
+    for name, module in list(sys.modules.items()):
+        source = getattr(module, "__file__", None)
+        if "." in name or name.startswith(("_", "runners")) or name in installed or not source:
+            continue
+        source = os.path.realpath(source)
+        inside = any(source.startswith(f + os.sep) for f in folders)
+        if not inside or any(source.startswith(r) for r in roots):
+            continue
+        package = getattr(module, "__path__", None)
+        found.append(os.path.realpath(next(iter(package))) if package else source)
+    return found
 
 
 def _version(text: str) -> tuple[int, ...]:
