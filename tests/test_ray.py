@@ -91,10 +91,9 @@ def cluster():
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
               "--object-store-memory=80000000"]
     try:
-        for folder, role in zip(folders, ([f"--head", f"--port={address.rsplit(':')[1]}",
-                                           "--include-dashboard=false",
-                                           f"--ray-client-server-port={free_port()}"],
-                                          [f"--address={address}"])):
+        head = ["--head", f"--port={address.rsplit(':')[1]}", "--include-dashboard=false",
+                f"--ray-client-server-port={free_port()}"]
+        for folder, role in zip(folders, (head, [f"--address={address}"]), strict=True):
             start = subprocess.run([RAY, "start", *role, *common, f"--temp-dir={folder}",
                                     f"--dashboard-agent-listen-port={free_port()}"],
                                    capture_output=True, text=True, timeout=180, env=env)

@@ -77,10 +77,9 @@ class RayBackend(Backend):
         self._ray = ray
         self._connected = False
         address = self.options.address or os.environ.get("RAY_ADDRESS") or "local"
-        self._joined = address != "local"
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
         if ray.is_initialized():
-            self._joined = True  # the caller's own Ray session: use it, leave it as it is
+            # the caller's own Ray session: use it and leave it as it is (not ours to shut down)
             cpus = max(self.workers, int(ray.cluster_resources().get("CPU", 0)))
         elif address == "local":
             self._start_private(ray, quiet)
