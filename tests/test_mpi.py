@@ -130,17 +130,17 @@ def test_without_mpiexec_the_cli_starts_its_own_ranks(serial_pi):
 
 
 @pytest.mark.parametrize("task", ["pi", "primes", "tiny"])
-def test_spmd_scheme_in_process_equals_serial(task):
+def test_master_worker_scheme_in_process_equals_serial(task):
     params = {"pi": PI, "primes": {"start": 1_000, "stop": 6_000}, "tiny": {"n": 1_000}}[task]
-    record = runners.run(task, backend="mpi", workers=2, params=params, options={"scheme": "spmd"})
+    record = runners.run(task, backend="mpi", workers=2, params=params, options={"scheme": "master-worker"})
     assert record.result == runners.run(task, params=params).result
     assert record.check.ok
 
 
-def test_spmd_item_failure_in_process_keeps_type_item_and_traceback():
+def test_master_worker_item_failure_in_process_keeps_type_item_and_traceback():
     with pytest.raises(runners.TaskError) as caught:
         runners.run(testing.map_task(testing.raise_on_seven), backend="mpi", workers=2, chunksize=3,
-                    params={"items": list(range(20))}, options={"scheme": "spmd"})
+                    params={"items": list(range(20))}, options={"scheme": "master-worker"})
     assert isinstance(caught.value.exception, ValueError) and caught.value.index == 7
     assert "raise_on_seven" in caught.value.remote_traceback
 

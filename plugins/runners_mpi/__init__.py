@@ -31,9 +31,11 @@ LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE
 
 @dataclass(frozen=True)
 class MpiOptions:
-    scheme: Literal["master-worker", "spmd"] = param(
-        "master-worker", help="master-worker: rank 0 hands batches to free ranks (mpi4py's "
-        "MPICommExecutor); spmd: all ranks run one batch per scatter/gather round")
+    # spmd is the default: measured faster or equal (benchmarks/mpi_schemes.py, README "MPI"),
+    # mostly because every rank computes, where master-worker gives a rank to dispatching.
+    scheme: Literal["spmd", "master-worker"] = param(
+        "spmd", help="spmd: every rank, rank 0 included, runs one batch per scatter/gather round; "
+        "master-worker: rank 0 hands batches to whichever rank is free (mpi4py's MPICommExecutor)")
     hostfile: str | None = param(
         None, help="hosts for the mpiexec that runners starts itself (mpiexec -f FILE); under your "
         "own mpiexec pass -f FILE to it instead")
