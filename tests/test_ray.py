@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not runners.backend_status("ray")[0], reason="ra
 
 RAY = str(Path(sys.executable).with_name("ray"))
 CLUSTER_TAG = "RUNNERS_RAY_CLUSTER_TAG"  # every process of the test cluster inherits it
-RAY_DAEMONS = ("raylet", "gcs_server")
+RAY_DAEMONS = ("raylet", "gcs_server")  # the daemons a private instance must not leave running
 
 
 def free_port() -> int:
@@ -47,28 +47,42 @@ def cluster_processes(tag: str) -> list[psutil.Process]:
     return found
 
 
-def ray_daemons_using(folders: list[str]) -> list[str]:
-    """raylet/gcs_server processes whose command line names one of `folders`."""
-    left = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if any(d in (proc.info["name"] or "") for d in RAY_DAEMONS) and any(f in cmd for f in folders):
-            left.append(cmd[:200])
-    return left
+def cluster_tree(tag: str) -> list[psutil.Process]:
+    """The tagged processes and all their descendants: Ray's agents rewrite their environment
+    (setproctitle), so only their parentage shows they belong to the cluster."""
+    found = {p.pid: p for p in cluster_processes(tag)}
+    for proc in list(found.values()):
+        try:
+            found.update({c.pid: c for c in proc.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            continue
+    return list(found.values())
 
 
-def stop_cluster(tag: str) -> None:
-    """Stop exactly this cluster's processes (`ray stop` would stop every Ray on the machine)."""
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        procs = cluster_processes(tag)
-        for proc in procs:
+def stop_cluster(tag: str) -> list[str]:
+    """Stop exactly this cluster's processes (`ray stop` would stop every Ray on the machine);
+    return the command lines of any that survive."""
+    seen: dict[int, psutil.Process] = {}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        procs = cluster_tree(tag)  # before signalling, while the parentage is intact
+        seen.update({p.pid: p for p in procs})
+        for proc in seen.values():
             try:
                 proc.send_signal(sig)
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(procs, timeout=grace)
-        if not cluster_processes(tag):
-            return
+        psutil.wait_procs(list(seen.values()), timeout=10)
+        alive = [p for p in seen.values() if _running(p)]
+        if not alive and not cluster_processes(tag):
+            return []
+    return [f"{p.pid} {p.name()}" for p in alive]
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:  # a killed daemon whose parent was already gone may stay a zombie: it runs nothing
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def alive_nodes(address: str, env: dict[str, str]) -> int:
@@ -104,8 +118,7 @@ def cluster():
             time.sleep(1)
         yield address, {k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_USAGE_STATS_ENABLED")}
     finally:
-        stop_cluster(tag)
-        left = [p.cmdline() for p in cluster_processes(tag)] + ray_daemons_using(folders)
+        left = stop_cluster(tag) + [p.cmdline() for p in cluster_tree(tag)]
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
         assert not left, f"the test cluster left processes: {left}"
