@@ -173,6 +173,10 @@ def test_a_missing_hostfile_is_a_config_error_naming_it(tmp_path):
     done = run_cli("exec", "tiny", "--backend", "mpi", "--set", f"backend.hostfile={missing}", timeout=60)
     assert done.returncode == 2
     assert str(missing) in done.stderr and "no such file" in done.stderr
+    under = run_cli("exec", "tiny", "--backend", "mpi", "--set", f"backend.hostfile={missing}",
+                    launcher=mpiexec(2), timeout=60)
+    assert under.stderr.count(f"no such file {str(missing)!r}") == 1  # rank 0 says it, once
+    assert rank_exits(under.stderr) == {0: 2, 1: 2}
 
 
 def test_a_hostfile_of_localhost_slots_works_under_mpiexec_and_when_spawned(tmp_path, serial_pi):

@@ -98,16 +98,17 @@ class MpiBackend(Backend):
             raise ConfigError(f"backend.hostfile: no such file {self.options.hostfile!r}")
         if launcher_rank() == 0:
             remove_segments(stale_segments())  # what earlier killed jobs left in /dev/shm
+        # master-worker gives a rank to dispatching: one more rank for the same number computing
+        ranks = self.workers + (1 if self.options.scheme == "master-worker" else 0)
         if under_mpiexec():
             self._start_ranks()
         elif self.options.spawn:
-            ranks = self.workers + (1 if self.options.scheme == "master-worker" else 0)
             self._command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme],
                                             self.options.hostfile)
             self._relay = Relay(self._command)
         else:
             raise ConfigError("the mpi back-end needs MPI ranks (backend.spawn is false); run: "
-                              + shlex.join(mpiexec_command(self.workers, _this_command())))
+                              + shlex.join(mpiexec_command(ranks, _this_command())))
 
     def _start_ranks(self) -> None:
         from mpi4py import MPI
