@@ -29,10 +29,14 @@ QUICK = {"pi": ["samples=4000000"], "primes": ["stop=130000"], "tiny": ["n=2000"
 
 
 def one_run(task: str, sets: list[str], ranks: int, scheme: str) -> tuple[float, float]:
-    args = ["-m", "runners", "exec", task, "--backend", "mpi", "--json",
-            "--set", f"backend.scheme={scheme}", *[x for s in sets for x in ("--set", s)]]
+    """(compute, wall) seconds; scheme "serial": the serial back-end without mpiexec, for reference."""
+    args = ["-m", "runners", "exec", task, "--json", *[x for s in sets for x in ("--set", s)]]
+    if scheme == "serial":
+        command = [sys.executable, *args]
+    else:
+        command = mpiexec_command(ranks, [*args, "--backend", "mpi", "--set", f"backend.scheme={scheme}"])
     began = time.perf_counter()
-    done = subprocess.run(mpiexec_command(ranks, args), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     wall = time.perf_counter() - began
     if done.returncode != 0:
         sys.exit(f"{task} on {ranks} ranks ({scheme}) failed:\n{done.stderr}")
@@ -51,6 +55,8 @@ def main() -> None:
     workloads = QUICK if options.quick else WORKLOADS
     print(f"{'task':<8}{'ranks':>6}  {'scheme':<14}{'compute s':>10}{'wall s':>9}  spmd/master-worker")
     for task in options.tasks:
+        compute, wall = min(one_run(task, workloads[task], 1, "serial") for _ in range(options.repeat))
+        print(f"{task:<8}{1:>6}  {'serial':<14}{compute:>10.3f}{wall:>9.3f}", flush=True)
         for ranks in options.ranks:
             best = {}
             for scheme in SCHEMES:
