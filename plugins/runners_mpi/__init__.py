@@ -31,8 +31,9 @@ LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE
 
 @dataclass(frozen=True)
 class MpiOptions:
-    # spmd is the default: measured faster or equal (benchmarks/mpi_schemes.py, README "MPI"),
-    # mostly because every rank computes, where master-worker gives a rank to dispatching.
+    # spmd is the default (benchmarks/mpi_schemes.py, README "MPI"): with as many ranks as cores,
+    # the usual `mpiexec -n`, every rank computes and it ran 1.6-5x faster than master-worker,
+    # which gives a rank to dispatching; master-worker is ahead only when ranks outnumber cores.
     scheme: Literal["spmd", "master-worker"] = param(
         "spmd", help="spmd: every rank, rank 0 included, runs one batch per scatter/gather round; "
         "master-worker: rank 0 hands batches to whichever rank is free (mpi4py's MPICommExecutor)")
