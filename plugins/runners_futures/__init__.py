@@ -1,14 +1,31 @@
-"""The `futures` back-end: concurrent.futures.ProcessPoolExecutor, the standard library's modern pool."""
+"""The `futures` back-end: concurrent.futures.ProcessPoolExecutor, the standard library's modern pool.
+
+When a worker dies the executor breaks and fails every batch in flight (it cannot tell which one the
+dead worker held); this back-end reports them as lost with the dead worker's signal, and starts a
+fresh executor for whatever the engine sends next (its retries included).
+"""
 
 from __future__ import annotations
 
 import multiprocessing
+import socket
+import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from runners import Backend, Batch, BatchResult, param, run_batch, stream_futures
+from runners import (
+    Backend,
+    Batch,
+    BatchResult,
+    WorkerLost,
+    param,
+    prepare_worker,
+    run_batch,
+    signal_name,
+    stream_futures,
+)
 
 
 @dataclass(frozen=True)
@@ -27,14 +44,48 @@ class FuturesBackend(Backend):
     separate_processes = True
 
     def start(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._seen: dict[int, Any] = {}
+        self._new_pool()
+
+    def _new_pool(self) -> None:
         context = multiprocessing.get_context(self.options.start_method)
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=prepare_worker,
                                          max_tasks_per_child=self.options.max_tasks_per_child)
 
+    def submit(self, batch: Batch) -> Future:
+        if getattr(self._pool, "_broken", False):  # a broken executor refuses all work: replace it
+            self._pool.shutdown(wait=True)
+            self._new_pool()
+        future = self._pool.submit(run_batch, batch)
+        self._seen.update(getattr(self._pool, "_processes", None) or {})  # no public worker list
+        return future
+
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        return stream_futures(lambda b: self._pool.submit(run_batch, b), batches, 2 * self.workers, self.name)
+        for result in stream_futures(self.submit, batches, 2 * self.workers, self.name):
+            if isinstance(result.error, WorkerLost) and result.error.exitcode is None:
+                result.error = self._explain(result.error)
+            yield result
+
+    def _explain(self, lost: WorkerLost) -> WorkerLost:
+        """Name the signal of the worker that died; the executor itself SIGTERMs the others."""
+        deadline = time.monotonic() + 1.0  # the executor may still be reaping the dead worker
+        while True:
+            codes = [p.exitcode for p in self._seen.values() if p.exitcode not in (None, -15)]
+            if codes or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        code = codes[0] if codes else None
+        reason = f"a worker process ended with {signal_name(code)}; the executor broke and lost its batches"
+        return WorkerLost(reason, self.name, lost.items, socket.gethostname(), code)
 
     def shutdown(self) -> None:
         pool = getattr(self, "_pool", None)
         if pool is not None:
+            # The executor cannot cancel a running item and would wait for it (Python < 3.14 has no
+            # terminate_workers); after a failure or Ctrl-C that can be minutes, so stop the workers.
+            # After a clean run they are idle and nothing is lost.
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,14 +1,44 @@
-"""The `multiprocessing` back-end: multiprocessing.Pool, the pool most tutorials teach."""
+"""The `multiprocessing` back-end: multiprocessing.Pool, the pool most tutorials teach, made safe.
+
+A plain Pool waits forever for a task whose worker died (cpython issue 66587): it starts a new
+worker but never fails the lost task. Here each worker announces the batch it starts on a pipe, and a
+watcher thread in the driver fails that batch with WorkerLost (naming the signal) as soon as the
+worker's process ends, or stops the worker itself when an item outlives its timeout.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.pool
+import os
+import pickle
+import signal
+import socket
+import struct
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from runners import Backend, Batch, BatchResult, param, run_batch, stream_futures
+from runners import (
+    Backend,
+    Batch,
+    BatchResult,
+    ItemFailure,
+    ItemTimeout,
+    WorkerLost,
+    param,
+    portable_exception,
+    prepare_worker,
+    run_batch,
+    signal_name,
+    stream_futures,
+)
+
+STARTED = struct.Struct("qq")  # (pid, batch id): 16 bytes, below PIPE_BUF, so writes never interleave
+WATCH_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -18,32 +48,145 @@ class MultiprocessingOptions:
     maxtasksperchild: int | None = param(None, min=1, help="replace a worker after this many batches")
 
 
+class _RecordingPool(multiprocessing.pool.Pool):
+    """A Pool that hands every worker process it makes (replacements too) to `on_new_process`.
+
+    Pool has no public worker list, and its own list drops a dead worker within 0.1 s: too soon to
+    read the exit code of one that died at once. Pool makes processes through `self.Process`, which an
+    instance attribute may shadow.
+    """
+
+    def __init__(self, *args: Any, on_new_process: Any, **kwargs: Any) -> None:
+        self.Process = lambda ctx, *a, **kw: on_new_process(ctx.Process(*a, **kw))
+        super().__init__(*args, **kwargs)
+
+
+_announce_fd: int | None = None  # in a worker: where it says which batch it starts
+
+
+def _init_worker(announce: Any) -> None:
+    global _announce_fd
+    _announce_fd = announce.fileno()
+    announce._handle = None  # keep the descriptor open for the worker's life, without a finaliser
+    prepare_worker()
+
+
+def _run_announced(batch_id: int, payload: bytes) -> BatchResult:
+    """Worker side: say which batch this process runs, then unpickle it here, where errors are caught."""
+    os.write(_announce_fd, STARTED.pack(os.getpid(), batch_id))
+    try:
+        batch = pickle.loads(payload)
+    except BaseException as exc:  # noqa: BLE001 - an argument whose unpickling raises is the item's error
+        failure = ItemFailure(-1, None, portable_exception(exc), f"unpickling the batch failed: {exc!r}")
+        return BatchResult(batch_id, [], failure, socket.gethostname(), os.getpid())
+    return run_batch(batch)
+
+
 class MultiprocessingBackend(Backend):
     """Runs batches with `Pool.apply_async`, each wrapped in a Future so the core's streaming applies."""
 
     name = "multiprocessing"
     Options = MultiprocessingOptions
     separate_processes = True
+    enforces_timeout = True
 
     def start(self) -> None:
         context = multiprocessing.get_context(self.options.start_method)
-        self._pool = context.Pool(self.workers, maxtasksperchild=self.options.maxtasksperchild)
+        # The pool hands the writer to every worker it starts, replacements included: keep it open.
+        self._reader, self._writer = context.Pipe(duplex=False)
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[Future, Batch]] = {}
+        self._running: dict[int, tuple[int, float]] = {}  # pid -> (batch id, when it started)
+        self._processes: list[Any] = []  # every worker the pool made
+        self._pool = _RecordingPool(self.workers, _init_worker, (self._writer,),
+                                    self.options.maxtasksperchild, context=context,
+                                    on_new_process=self._remember)
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="runners-pool-watch", daemon=True)
+        self._watcher.start()
+
+    def _remember(self, process: Any) -> Any:
+        self._processes.append(process)
+        return process
 
     def submit(self, batch: Batch) -> Future:
         future: Future = Future()
         future.set_running_or_notify_cancel()
-        self._pool.apply_async(run_batch, (batch,), callback=future.set_result,
-                               error_callback=future.set_exception)
+        try:
+            payload = pickle.dumps(batch)
+        except Exception as exc:  # noqa: BLE001 - reported with the item that fails, by future_outcome
+            future.set_exception(exc)
+            return future
+        with self._lock:
+            self._pending[batch.id] = (future, batch)
+        self._pool.apply_async(_run_announced, (batch.id, payload),
+                               callback=lambda result: self._settle(batch.id, result=result),
+                               error_callback=lambda exc: self._settle(batch.id, error=exc))
         return future
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         return stream_futures(self.submit, batches, 2 * self.workers, self.name)
 
+    def _settle(self, batch_id: int, result: BatchResult | None = None,
+                error: BaseException | None = None) -> None:
+        # Runs in the pool's result thread or the watcher: whichever comes first wins, the other is
+        # ignored (setting a finished Future twice would raise and kill the pool's result thread).
+        with self._lock:
+            future, batch = self._pending.pop(batch_id, (None, None))
+        if future is None:
+            return
+        if result is not None and result.error is not None and result.error.index == -1:
+            result.error = ItemFailure(batch.start, batch.items[0] if batch.items else None,
+                                       result.error.exception, result.error.traceback)
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def _watch(self) -> None:
+        buffer = b""
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                while self._reader.poll():
+                    buffer += os.read(self._reader.fileno(), STARTED.size * 256)
+            except OSError:
+                return  # the pipe was closed: shutting down
+            whole = len(buffer) - len(buffer) % STARTED.size
+            for pid, batch_id in STARTED.iter_unpack(buffer[:whole]):
+                self._running[pid] = (batch_id, time.monotonic())
+            buffer = buffer[whole:]
+            self._check_workers()
+
+    def _check_workers(self) -> None:
+        now = time.monotonic()
+        processes = {p.pid: p for p in list(self._processes)}
+        for pid, (batch_id, started) in list(self._running.items()):
+            with self._lock:
+                _, batch = self._pending.get(batch_id, (None, None))
+            process = processes.get(pid)
+            if batch is None:
+                continue
+            if process is not None and process.exitcode is not None:
+                del self._running[pid]
+                items = list(range(batch.start, batch.start + len(batch.items)))
+                reason = f"process {pid} ended with {signal_name(process.exitcode)} while running a batch"
+                self._settle(batch_id, error=WorkerLost(reason, self.name, items, socket.gethostname(),
+                                                        process.exitcode))
+            elif batch.timeout is not None and now - started > batch.timeout * len(batch.items):
+                del self._running[pid]
+                os.kill(pid, signal.SIGKILL)  # the pool starts a fresh worker in its place
+                self._settle(batch_id, error=ItemTimeout(batch.start, batch.timeout, self.name))
+
     def shutdown(self) -> None:
         pool = getattr(self, "_pool", None)
-        if pool is not None:
-            # terminate, not close: after a failure queued batches must not run on; after success
-            # every worker is idle, so nothing is lost. join reaps the processes.
-            pool.terminate()
-            pool.join()
-            self._pool = None
+        if pool is None:
+            return
+        self._stop.set()
+        self._watcher.join()
+        # terminate, not close: after a failure queued batches must not run on; after success
+        # every worker is idle, so nothing is lost. join reaps the processes.
+        pool.terminate()
+        pool.join()
+        self._reader.close()
+        self._writer.close()
+        self._pool = None

@@ -208,12 +208,19 @@ def first_unpicklable(batch: Batch) -> int | None:
     return None
 
 
-def exit_with_parent(poll_seconds: float = 0.5) -> None:
-    """Pool initializer: end this worker soon after the process that started it dies (even by SIGKILL).
+def prepare_worker(poll_seconds: float = 0.5) -> None:
+    """Initializer for pool worker processes: driver-only signal handling off, and die with the driver.
 
-    Pool and ProcessPoolExecutor workers otherwise wait forever on a queue whose other end they hold
-    themselves, and live on as orphans.
+    A forked worker inherits the driver's Python signal handlers; it must not run them. Ctrl-C is the
+    driver's to handle (it stops the workers), so workers ignore SIGINT. And Pool and
+    ProcessPoolExecutor workers otherwise wait forever on a queue whose other end they hold
+    themselves, living on as orphans after the driver is SIGKILLed: a thread watches the parent.
     """
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     parent = os.getppid()
 
     def watch() -> None:
@@ -221,7 +228,5 @@ def exit_with_parent(poll_seconds: float = 0.5) -> None:
             time.sleep(poll_seconds)
             if os.getppid() != parent:
                 os._exit(1)
-
-    import threading
 
     threading.Thread(target=watch, name="runners-exit-with-parent", daemon=True).start()

@@ -73,3 +73,76 @@ def _collect(values: Iterator[Any], params: EchoParams) -> list[Any]:
 def map_task(fn: Any, name: str | None = None) -> Task:
     """A Task mapping `fn` over the `items` param, returning the list of results."""
     return Task(name or fn.__name__, EchoParams, _split, fn, _collect)
+
+
+def kill_self_on(item: int, target: int = 3) -> int:
+    """SIGKILL the worker at item `target` (every time: a poison item)."""
+    import signal
+
+    if item == target:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return item
+
+
+def crash_once(item: tuple[int, str]) -> int:
+    """SIGKILL the worker the first time (a marker file remembers); succeed on the retry."""
+    import signal
+
+    value, marker = item
+    if marker and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def segfault_on_three(item: int) -> int:
+    if item == 3:
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    return item
+
+
+def quiet_exit_on_three(item: int) -> int:
+    if item == 3:
+        os._exit(0)
+    return item
+
+
+def sleep_seconds(item: float) -> float:
+    time.sleep(item)
+    return item
+
+
+def _explode_on_load() -> None:
+    raise ValueError("this argument refuses to be unpickled")
+
+
+class ExplodesOnLoad:
+    """Pickles fine in the driver; unpickling it in a worker raises."""
+
+    def __reduce__(self) -> tuple:
+        return (_explode_on_load, ())
+
+
+def return_unpicklable(item: Any) -> Any:
+    return lambda: item  # the result cannot be pickled back to the driver
+
+
+def kill_self_with_big_payload(item: tuple[int, bytes]) -> int:
+    """Die holding an argument far bigger than a pipe buffer."""
+    import signal
+
+    index, payload = item
+    if index == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return len(payload)
+
+
+def raise_or_sleep(item: tuple[int, float]) -> int:
+    """Raise at once for a zero delay, else sleep that long: a failure ahead of long pending work."""
+    index, delay = item
+    if delay == 0:
+        raise RuntimeError(f"item {index} refuses")
+    time.sleep(delay)
+    return index
