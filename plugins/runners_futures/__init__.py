@@ -8,8 +8,8 @@ fresh executor for whatever the engine sends next (its retries included).
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import socket
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from runners import (
     WorkerLost,
     param,
     prepare_worker,
-    run_batch,
+    run_pickled_batch,
     signal_name,
     stream_futures,
 )
@@ -57,7 +57,13 @@ class FuturesBackend(Backend):
         if getattr(self._pool, "_broken", False):  # a broken executor refuses all work: replace it
             self._pool.shutdown(wait=True)
             self._new_pool()
-        future = self._pool.submit(run_batch, batch)
+        try:
+            payload = pickle.dumps(batch)
+        except Exception as exc:  # noqa: BLE001 - reported with the item that fails, by future_outcome
+            future: Future = Future()
+            future.set_exception(exc)
+            return future
+        future = self._pool.submit(run_pickled_batch, batch.id, payload)
         self._seen.update(getattr(self._pool, "_processes", None) or {})  # no public worker list
         return future
 
@@ -69,12 +75,12 @@ class FuturesBackend(Backend):
 
     def _explain(self, lost: WorkerLost) -> WorkerLost:
         """Name the signal of the worker that died; the executor itself SIGTERMs the others."""
-        deadline = time.monotonic() + 1.0  # the executor may still be reaping the dead worker
-        while True:
-            codes = [p.exitcode for p in self._seen.values() if p.exitcode not in (None, -15)]
-            if codes or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+        # Read exit codes only once the executor's manager thread has reaped its workers: reading
+        # them at the same time races it (under forkserver the loser reads 255).
+        manager = getattr(self._pool, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(timeout=2.0)
+        codes = [p.exitcode for p in self._seen.values() if p.exitcode not in (None, -15)]
         code = codes[0] if codes else None
         reason = f"a worker process ended with {signal_name(code)}; the executor broke and lost its batches"
         return WorkerLost(reason, self.name, lost.items, socket.gethostname(), code)

@@ -26,13 +26,11 @@ from runners import (
     Backend,
     Batch,
     BatchResult,
-    ItemFailure,
     ItemTimeout,
     WorkerLost,
     param,
-    portable_exception,
     prepare_worker,
-    run_batch,
+    run_pickled_batch,
     signal_name,
     stream_futures,
 )
@@ -72,14 +70,9 @@ def _init_worker(announce: Any) -> None:
 
 
 def _run_announced(batch_id: int, payload: bytes) -> BatchResult:
-    """Worker side: say which batch this process runs, then unpickle it here, where errors are caught."""
+    """Worker side: say which batch this process runs, then run it (a death now names the batch)."""
     os.write(_announce_fd, STARTED.pack(os.getpid(), batch_id))
-    try:
-        batch = pickle.loads(payload)
-    except BaseException as exc:  # noqa: BLE001 - an argument whose unpickling raises is the item's error
-        failure = ItemFailure(-1, None, portable_exception(exc), f"unpickling the batch failed: {exc!r}")
-        return BatchResult(batch_id, [], failure, socket.gethostname(), os.getpid())
-    return run_batch(batch)
+    return run_pickled_batch(batch_id, payload)
 
 
 class MultiprocessingBackend(Backend):
@@ -132,12 +125,9 @@ class MultiprocessingBackend(Backend):
         # Runs in the pool's result thread or the watcher: whichever comes first wins, the other is
         # ignored (setting a finished Future twice would raise and kill the pool's result thread).
         with self._lock:
-            future, batch = self._pending.pop(batch_id, (None, None))
+            future, _ = self._pending.pop(batch_id, (None, None))
         if future is None:
             return
-        if result is not None and result.error is not None and result.error.index == -1:
-            result.error = ItemFailure(batch.start, batch.items[0] if batch.items else None,
-                                       result.error.exception, result.error.traceback)
         if error is not None:
             future.set_exception(error)
         else:

@@ -14,6 +14,7 @@ from ._backend import (
     portable_exception,
     prepare_worker,
     run_batch,
+    run_pickled_batch,
     stream_futures,
     usable_cpus,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "run_batch",
     "run_batch_file",
     "run_on",
+    "run_pickled_batch",
     "signal_name",
     "stream_futures",
     "task_names",

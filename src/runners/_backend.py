@@ -83,6 +83,21 @@ def run_batch(batch: Batch) -> BatchResult:
     return BatchResult(batch.id, values, error, host, os.getpid(), time.perf_counter() - began, host)
 
 
+def run_pickled_batch(batch_id: int, payload: bytes) -> BatchResult:
+    """`run_batch` for a batch pickled by the driver: unpickling happens here, where errors are caught.
+
+    Pools unpickle their arguments before user code runs, and an argument whose unpickling raises
+    kills or wedges their workers; sending bytes turns it into the batch's own error instead.
+    """
+    try:
+        batch = pickle.loads(payload)
+    except BaseException as exc:  # noqa: BLE001 - whatever unpickling raises is this batch's failure
+        failure = ItemFailure(-1, None, portable_exception(exc),
+                              "".join(traceback.format_exception(exc)) + "(while unpickling the batch)")
+        return BatchResult(batch_id, [], failure, socket.gethostname(), os.getpid())
+    return run_batch(batch)
+
+
 def portable_exception(exc: BaseException) -> BaseException:
     """`exc` itself if it survives pickling, else a RuntimeError that keeps its type name and message."""
     try:
@@ -178,7 +193,11 @@ def future_outcome(future: Future, batch: Batch, backend: str) -> BatchResult:
     """The `BatchResult` a finished future holds, with transport failures turned into errors."""
     exc = future.exception()
     if exc is None:
-        return future.result()
+        result = future.result()
+        if isinstance(result.error, ItemFailure) and result.error.index == -1:  # from run_pickled_batch
+            result.error = ItemFailure(batch.start, batch.items[0] if batch.items else None,
+                                       result.error.exception, result.error.traceback)
+        return result
     indices = list(range(batch.start, batch.start + len(batch.items)))
     if isinstance(exc, WorkerLost):
         exc.items = exc.items or indices
