@@ -20,9 +20,14 @@ SMALL = {
 
 
 def run(backend: str, task, workers: int = 2, **kw):
-    if backend == "asyncio" and isinstance(task, runners.Task) and task.run_async is None:
-        pytest.skip("the asyncio back-end runs only tasks with an async function")
+    skip_unless_runnable(backend, task)
     return runners.run(task, backend=backend, workers=workers, **kw)
+
+
+def skip_unless_runnable(backend: str, task) -> None:
+    """A back-end that runs coroutines takes only tasks with an async function (the engine refuses others)."""
+    if runners.load_backend(backend).runs_coroutines and runners.load_task(task).run_async is None:
+        pytest.skip(f"the {backend} back-end runs only tasks with an async function")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +38,6 @@ def serial_results():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("task", sorted(SMALL))
 def test_result_equals_serial_and_passes_check(backend, task, serial_results):
-    if backend == "asyncio" and task != "iowait":
-        pytest.skip("the asyncio back-end runs only tasks with an async function")
     record = run(backend, task, params=SMALL[task])
     assert record.result == serial_results[task]
     assert record.check.ok, record.check
@@ -101,8 +104,7 @@ def test_system_exit_in_an_item_is_a_task_failure(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_gives_the_same_pi_for_any_worker_count(backend, serial_results):
-    if backend == "asyncio":
-        pytest.skip("the asyncio back-end runs only tasks with an async function")
+    skip_unless_runnable(backend, "pi")
     for workers in (1, 2, 3):
         record = run(backend, "pi", workers=workers, params=SMALL["pi"])
         assert record.result == serial_results["pi"], f"workers={workers}"
