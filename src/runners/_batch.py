@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib
 import itertools
 import json
 import os
-import subprocess
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +38,6 @@ QUICK_KEYS = ["params", "vary", "backends", "workers", "chunksize", "repeats"]
 DOCUMENT_KEYS = ["source", "note", "params", "runs", "claims"]
 RUN_KEYS = ["label", "backend", "workers", "chunksize", "seconds", "result"]
 CLAIM_KEYS = ["text", "better", "worse", "metric", "higher_is_better", "by", "differs"]
-MPI_TIMEOUT = 3600
 
 
 @dataclass(frozen=True)
@@ -97,6 +95,10 @@ def load_batch(path: str | Path, quick: bool = False, out: str | Path | None = N
     data = read_yaml(path)
     top = _mapping(data, source, BATCH_KEYS)
     name = _kind(top.get("name", Path(path).stem), str, f"{source}: name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        # It becomes a folder name under results/: no separators, no '..', nothing hidden.
+        raise ConfigError(f"{source}: name: {name!r} is not a safe folder name; use letters, digits, "
+                          "'.', '_' and '-' (starting with a letter or digit)")
     repeats = _count(top.get("repeats", 1), f"{source}: repeats")
     seed = _kind(top.get("seed", DEFAULT_SEED), int, f"{source}: seed")
     quick_top = _mapping(top.get("quick", {}), f"{source}: quick", ["repeats"])
@@ -161,10 +163,6 @@ def _experiment_cells(spec: BatchSpec, exp: dict[str, Any], name: str, where: st
             if not ok:
                 spec.skipped.append({**what, "reason": note})
                 continue
-            if backend == "mpi" and _mpi_helper() is None:
-                spec.skipped.append({**what, "reason": "the mpi back-end's mpiexec_command helper is "
-                                     "not available yet"})
-                continue
             try:
                 the_plan = plan(Job(task, cell_params, backend, options, count, None, seed))
                 items = _length(the_plan.task.split(the_plan.params, seed))
@@ -184,7 +182,12 @@ def run_batch_file(path: str | Path, out: str | Path | None = None, quick: bool 
                    show_progress: bool | None = None) -> BatchOutcome:
     """Run (or resume) a batch file; returns where the results are. Ctrl-C keeps finished records."""
     spec = load_batch(path, quick, out)
-    spec.out.mkdir(parents=True, exist_ok=True)
+    try:
+        spec.out.mkdir(parents=True, exist_ok=True)
+        (spec.out / RESULTS).touch()
+    except OSError as exc:
+        raise ConfigError(f"output folder {str(spec.out)!r} cannot be written ({exc.strerror or exc}); "
+                          "choose another with --out") from exc
     results = spec.out / RESULTS
     done = {(r["cell"], r["repeat"]) for r in read_results(results, repair=not dry_run)}
     todo = [(c, r) for c in spec.cells for r in range(spec.repeats[c.experiment]) if (c.key, r) not in done]
@@ -204,7 +207,7 @@ def run_batch_file(path: str | Path, out: str | Path | None = None, quick: bool 
     groups: dict[str, list[tuple[Cell, int]]] = {}
     for cell, repeat in todo:
         group = json.dumps([cell.backend, cell.options, cell.workers], sort_keys=True, default=repr)
-        if not cell.reuse or cell.backend == "mpi":
+        if not cell.reuse:
             group += f" {cell.key} {repeat}"  # started per run: cold start-up is what is measured
         groups.setdefault(group, []).append((cell, repeat))
     total_items = sum(c.items or 0 for c, _ in todo)
@@ -221,13 +224,6 @@ def run_batch_file(path: str | Path, out: str | Path | None = None, quick: bool 
 
 def _run_group(runs: list[tuple[Cell, int]], store: Any, spec: BatchSpec, progress: _Progress) -> int:
     first = runs[0][0]
-    if first.backend == "mpi":
-        for cell, repeat in runs:
-            began = _now()
-            record = _run_mpi(cell)
-            _append(store, _record(record, cell, repeat, spec, began, record["timings"]["startup"], False))
-            progress.advance(cell.items or 0, cell_done=True)
-        return len(runs)
     if not first.reuse:
         for cell, repeat in runs:
             began = _now()
@@ -288,31 +284,6 @@ def read_results(path: str | Path, repair: bool = False) -> list[dict[str, Any]]
         with open(path, "r+b") as f:
             f.truncate(good_end)
     return records
-
-
-def _run_mpi(cell: Cell) -> dict[str, Any]:
-    helper = _mpi_helper()
-    args = ["-m", "runners", "exec", cell.task, "--backend", "mpi",
-            "--workers", str(cell.workers), "--seed", str(cell.seed), "--json"]
-    if cell.chunksize is not None:
-        args += ["--chunksize", str(cell.chunksize)]
-    for key, value in cell.params.items():
-        args += ["--set", f"{key}={json.dumps(value)}"]
-    for key, value in cell.options.items():
-        args += ["--set", f"backend.{key}={json.dumps(value)}"]
-    done = subprocess.run(helper(cell.workers + 1, args), capture_output=True, text=True, timeout=MPI_TIMEOUT)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise RunnersError(f"mpiexec exited {done.returncode} without a JSON record: "
-                           f"{done.stderr.strip()[-500:]}")
-    return json.loads(lines[-1])
-
-
-def _mpi_helper() -> Callable[..., list[str]] | None:
-    try:
-        return getattr(importlib.import_module("runners_mpi"), "mpiexec_command", None)
-    except ImportError:
-        return None
 
 
 def _write_meta(spec: BatchSpec, notes: Sequence[str] = ()) -> None:
