@@ -29,7 +29,8 @@ from ._validate import build
 
 DEFAULT_SEED = 20260101
 TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (~0.1-1 ms), short enough to balance
-MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this much work
+MIN_BATCH_SECONDS = 0.01
+MAX_WORKERS = 4096  # a bound that no real pool reaches, so a typo cannot fork-bomb the machine  # tail batches shrink for balance, but not below this much work
 
 
 @dataclass(frozen=True)
@@ -146,11 +147,11 @@ def plan(job: Job) -> Plan:
     backend = load_backend(job.backend)
     options = build(backend.Options, job.options, "backend")
     workers = usable_cpus() if job.workers is None else job.workers
-    _positive("workers", workers)
+    _positive("workers", workers, MAX_WORKERS)
     if job.chunksize is not None:
-        _positive("chunksize", job.chunksize)
-    if not isinstance(job.seed, int) or isinstance(job.seed, bool) or job.seed < 0:
-        raise ConfigError(f"seed: expected a non-negative integer, got {job.seed!r}")
+        _positive("chunksize", job.chunksize, 2**40)
+    if not isinstance(job.seed, int) or isinstance(job.seed, bool) or not 0 <= job.seed < 2**64:
+        raise ConfigError(f"seed: expected an integer from 0 to 2**64 - 1, got {job.seed!r}")
     if backend.runs_coroutines and task.run_async is None:
         raise ConfigError(
             f"back-end {job.backend!r} runs async functions, and task {task.name!r} has none; "
@@ -375,6 +376,6 @@ def ensure_picklable(fn: Any, task: str) -> None:
         ) from exc
 
 
-def _positive(key: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{key}: expected a positive integer (1 or more), got {value!r}")
+def _positive(key: str, value: Any, most: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise ConfigError(f"{key}: expected a positive integer from 1 to {most}, got {value!r}")
