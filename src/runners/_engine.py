@@ -29,8 +29,8 @@ from ._validate import build
 
 DEFAULT_SEED = 20260101
 TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (~0.1-1 ms), short enough to balance
-MIN_BATCH_SECONDS = 0.01
-MAX_WORKERS = 4096  # a bound that no real pool reaches, so a typo cannot fork-bomb the machine  # tail batches shrink for balance, but not below this much work
+MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this much work
+MAX_WORKERS = 4096  # a bound that no real pool reaches, so a typo cannot fork-bomb the machine
 
 
 @dataclass(frozen=True)

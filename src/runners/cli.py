@@ -11,10 +11,12 @@ from typing import Any
 
 import click
 
+from ._batch import read_results, run_batch_file
 from ._config import job_from_sources
 from ._engine import RunRecord, run
 from ._errors import ConfigError, RunnersError, TaskError
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
+from ._report import make_report, print_report
 from ._validate import describe
 
 
@@ -81,6 +83,43 @@ def exec_command(task: str | None, backend: str | None, workers: int | None, chu
         sys.exit(1)
 
 
+@main.command("batch")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="output folder; default: results/NAME")
+@click.option("--quick", is_flag=True, help="the small profile of each experiment (about a minute)")
+@click.option("--dry-run", is_flag=True, help="list the cells and what is left to run; run nothing")
+@click.option("--no-report", is_flag=True, help="do not build the report at the end")
+def batch_command(config: str, out: str | None, quick: bool, dry_run: bool, no_report: bool) -> None:
+    """Run the matrix of a batch file (resuming what a previous run left), then report."""
+    resume = "the finished runs are kept; run the same command again to resume"
+    with _errors("batch", resume), _signals_end_the_run():
+        outcome = run_batch_file(config, out=out, quick=quick, dry_run=dry_run, echo=click.echo)
+    if dry_run:
+        return
+    for note in outcome.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{outcome.ran} run(s) done, {outcome.already} kept from before; results in {outcome.out}")
+    if not no_report:
+        _report(str(outcome.out))
+
+
+@main.command("report")
+@click.argument("out_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--no-plots", is_flag=True, help="skip the PNG plots")
+def report_command(out_dir: str, no_plots: bool) -> None:
+    """Tables, report.md, report.csv and PNG plots from a batch's output folder."""
+    if not read_results(f"{out_dir}/results.jsonl"):
+        raise click.ClickException(f"{out_dir}: no results.jsonl records; run `runners batch` first")
+    _report(out_dir, not no_plots)
+
+
+def _report(out_dir: str, plots: bool = True) -> None:
+    with _errors("report"):
+        report = make_report(out_dir, plots=plots)
+    print_report(report, click.echo)
+    click.echo(f"wrote {out_dir}/report.md, report.csv and plots")
+
+
 def _print_record(record: RunRecord) -> None:
     params = ", ".join(f"{k}={_short(v)}" for k, v in record.params.items())
     t = record.timings
@@ -126,8 +165,10 @@ class _signals_end_the_run:
 class _errors:
     """Turn the library's errors into click's: bad input exits 2 with a hint, failures exit 1."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str,
+                 after_interrupt: str = "pending work cancelled, workers stopped") -> None:
         self.command = command
+        self.after_interrupt = after_interrupt
 
     def __enter__(self) -> None:
         return None
@@ -141,10 +182,10 @@ class _errors:
         if isinstance(exc, RunnersError):
             raise click.ClickException(str(exc)) from None
         if isinstance(exc, KeyboardInterrupt):
-            click.echo("interrupted: pending work cancelled, workers stopped", err=True)
+            click.echo(f"interrupted: {self.after_interrupt}", err=True)
             sys.exit(130)
         if isinstance(exc, Terminated):
-            click.echo("terminated: pending work cancelled, workers stopped", err=True)
+            click.echo(f"terminated: {self.after_interrupt}", err=True)
             sys.exit(143)
         return False
 
@@ -168,8 +209,3 @@ def _task_info(name: str) -> dict[str, Any]:
 def _short(value: Any, width: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
-
-from ._cli_batch import batch_command, report_command  # noqa: E402 - registered after main exists
-
-main.add_command(batch_command)
-main.add_command(report_command)
