@@ -184,7 +184,8 @@ def run_batch_file(path: str | Path, out: str | Path | None = None, quick: bool 
     spec = load_batch(path, quick, out)
     try:
         spec.out.mkdir(parents=True, exist_ok=True)
-        (spec.out / RESULTS).touch()
+        if not dry_run:
+            (spec.out / RESULTS).touch()  # fail now, not after the first cell ran
     except OSError as exc:
         raise ConfigError(f"output folder {str(spec.out)!r} cannot be written ({exc.strerror or exc}); "
                           "choose another with --out") from exc
