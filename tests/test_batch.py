@@ -117,3 +117,16 @@ def test_quick_seed_tables_batch_through_the_cli(tmp_path):
     assert "DISAGREES: the document printed 8713" in report and "counts 8392" in report
     assert all(r["check"]["ok"] for r in records(out))
     assert (out / "report.csv").exists() and (out / "times-pi.png").exists()
+
+
+def test_unsafe_batch_name_and_unwritable_output_are_clear_errors(tmp_path):
+    from tests.conftest import run_cli
+
+    bad_name = tmp_path / "b.yaml"
+    bad_name.write_text("name: ../escape\nexperiments: [{name: a, task: tiny}]\n")
+    done = run_cli("batch", str(bad_name))
+    assert done.returncode == 2 and "safe folder name" in done.stderr and "Traceback" not in done.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = run_cli("batch", str(write(tmp_path)), "--out", str(blocker / "out"))
+    assert done.returncode == 2 and "cannot be written" in done.stderr and "Traceback" not in done.stderr
