@@ -23,8 +23,9 @@ values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=8)
 job_keys = st.sampled_from(["task", "params", "backend", "workers", "chunksize", "seed", "retries",
                             "retry_on", "timeout", "fail_fast", "workerz", "param", ""])
-param_maps = st.dictionaries(st.sampled_from(["samples", "n", "start", "stop", "numbers", "seconds",
-                                              "parts", "method", "item_samples", "bogus"]), values, max_size=4)
+param_names = st.sampled_from(["samples", "n", "start", "stop", "numbers", "seconds", "parts", "method",
+                               "item_samples", "bogus"])
+param_maps = st.dictionaries(param_names, values, max_size=4)
 jobs = st.fixed_dictionaries(
     {"task": st.one_of(st.sampled_from(KNOWN_TASKS), st.text(alphabet="abcxyz_", max_size=8))},
     optional={

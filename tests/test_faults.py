@@ -196,3 +196,12 @@ def test_workers_exit_on_their_own_when_the_runner_is_sigkilled(backend):
     proc.kill()
     proc.communicate(timeout=10)
     assert_nothing_left(tag, within=10)
+
+
+@pytest.mark.parametrize("backend", ["multiprocessing", "futures"])
+def test_a_pool_inside_a_worker_is_refused_and_blas_is_capped(backend):
+    refusal = runners.run(testing.map_task(testing.nested_pool), backend=backend, params={"items": [0]})
+    assert "nested pools" in refusal.result[0]
+    limits = runners.run(testing.map_task(testing.blas_threads), backend=backend, params={"items": [0]})
+    assert limits.result[0]["omp"] == "1"
+    assert all(n == 1 for n in limits.result[0]["pools"])

@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report
+from ._shared import SharedArray
 from ._task import Task, Verdict, item_seed, param
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "RemoteTraceback",
     "RunRecord",
     "RunnersError",
+    "SharedArray",
     "Task",
     "TaskError",
     "TaskNotFound",

@@ -113,6 +113,11 @@ def _is_main_process() -> bool:
     return multiprocessing.parent_process() is None
 
 
+IN_WORKER = "RUNNERS_IN_WORKER"
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                         "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask), not all the machine has."""
     try:
@@ -240,6 +245,16 @@ def prepare_worker(poll_seconds: float = 0.5) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # N workers each running an N-thread BLAS is N*N threads on N cores: one thread per worker.
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ[name] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pass
+    else:
+        threadpool_limits(1)  # libraries already loaded (numpy via fork or the parent's imports)
+    os.environ[IN_WORKER] = "1"  # plan() refuses to start a process pool from inside a worker
     parent = os.getppid()
 
     def watch() -> None:

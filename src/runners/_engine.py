@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pickle
 import time
 from collections import Counter, defaultdict
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from ._backend import Backend, Batch, BatchResult, ItemFailure, usable_cpus
+from ._backend import IN_WORKER, Backend, Batch, BatchResult, ItemFailure, usable_cpus
 from ._errors import (
     ConfigError,
     FailedItems,
@@ -158,6 +159,12 @@ def plan(job: Job) -> Plan:
             "use a task with run_async (such as iowait) or another back-end"
         )
     if backend.separate_processes:
+        if os.environ.get(IN_WORKER):
+            raise ConfigError(
+                f"back-end {job.backend!r} would start a pool of processes inside a runners worker; "
+                "nested pools multiply processes (workers x workers) and are refused: run the inner "
+                "work with the serial or threads back-end"
+            )
         ensure_picklable(task.run, task.name)
     return Plan(task, params, backend, options, workers, job.chunksize, job.seed, _policy(job, backend))
 

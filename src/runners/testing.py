@@ -146,3 +146,22 @@ def raise_or_sleep(item: tuple[int, float]) -> int:
         raise RuntimeError(f"item {index} refuses")
     time.sleep(delay)
     return index
+
+
+def nested_pool(item: int) -> Any:
+    """Try to start a process pool from inside a worker; returns the refusal message."""
+    from ._engine import run
+
+    try:
+        run("tiny", backend="futures", workers=2)
+    except Exception as exc:  # noqa: BLE001 - the refusal is what the test looks for
+        return str(exc)
+    return "started"
+
+
+def blas_threads(item: int) -> dict[str, Any]:
+    """The thread limits a worker runs with."""
+    from threadpoolctl import threadpool_info
+
+    return {"omp": os.environ.get("OMP_NUM_THREADS"),
+            "pools": [info["num_threads"] for info in threadpool_info()]}
