@@ -1,0 +1,73 @@
+"""The auto back-end: measures in the driver, then stays serial or hands over, and says which."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import runners
+from runners import testing
+from tests.conftest import run_cli
+
+
+def workers_used(record) -> set[int]:
+    return {pid for pids in record.placement.values() for pid in pids}
+
+
+def test_tiny_items_stay_serial_in_the_driver():
+    record = runners.run("tiny", backend="auto", workers=2, params={"n": 200_000})
+    assert record.result == 200_000 * 200_001 // 2
+    assert record.options["chose"] == "serial"
+    assert workers_used(record) == {os.getpid()}
+
+
+def test_a_short_run_stays_serial():
+    record = runners.run("pi", backend="auto", workers=2, params={"samples": 20_000, "item_samples": 1_000})
+    assert record.check.ok
+    assert record.options["chose"] == "serial" and workers_used(record) == {os.getpid()}
+
+
+def test_enough_costly_work_goes_to_the_parallel_back_end_and_matches_serial():
+    params = {"samples": 1_500_000, "item_samples": 50_000}  # 30 items of ~25 ms
+    record = runners.run("pi", backend="auto", workers=2, params=params)
+    assert record.options["chose"] == "futures", record.options["why"]
+    assert len(workers_used(record) - {os.getpid()}) == 2  # the probe ran here, the rest in 2 workers
+    assert record.result == runners.run("pi", params=params).result
+
+
+def test_the_parallel_option_picks_the_back_end_that_takes_over():
+    record = runners.run("pi", backend="auto", workers=2, options={"parallel": "multiprocessing"},
+                         params={"samples": 1_500_000, "item_samples": 50_000})
+    assert record.options["chose"] == "multiprocessing" and record.check.ok
+
+
+def test_one_worker_never_starts_a_pool():
+    record = runners.run("pi", backend="auto", workers=1, params={"samples": 600_000, "item_samples": 50_000})
+    assert record.options["chose"] == "serial" and workers_used(record) == {os.getpid()}
+
+
+def test_item_errors_keep_their_type_and_index_after_the_hand_over():
+    items = [[i, 0.03] for i in range(30)] + [[30, 0.0]]
+    with pytest.raises(runners.TaskError) as caught:
+        runners.run(testing.map_task(testing.raise_or_sleep), backend="auto", workers=2,
+                    params={"items": items})
+    assert caught.value.index == 30 and "refuses" in str(caught.value)
+
+
+@pytest.mark.parametrize(("parallel", "error"), [("auto", runners.ConfigError),
+                                                 ("nope", runners.BackendNotFound)])
+def test_a_bad_parallel_back_end_is_refused_before_any_item_runs(parallel, error):
+    with pytest.raises(error):
+        runners.run("tiny", backend="auto", options={"parallel": parallel}, params={"n": 5})
+
+
+def test_cli_json_shows_the_choice_and_why():
+    done = run_cli("exec", "pi", "--backend", "auto", "--workers", "2", "--set", "samples=1500000",
+                   "--set", "item_samples=50000", "--json", timeout=120)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["backend"] == "auto"
+    assert record["options"]["chose"] == "futures" and "parallel saves" in record["options"]["why"]
+    assert record["processes"] == 3  # the driver's probe plus two workers
