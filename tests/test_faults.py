@@ -188,9 +188,10 @@ def test_ctrl_c_and_sigterm_exit_quickly_and_clean(backend, sig, code):
     assert_nothing_left(tag)
 
 
-@pytest.mark.parametrize("backend", ["multiprocessing", "futures"])
-def test_workers_exit_on_their_own_when_the_runner_is_sigkilled(backend):
+@pytest.mark.parametrize(("backend", "method"), PROCESS_BACKENDS)
+def test_workers_exit_on_their_own_when_the_runner_is_sigkilled(backend, method):
     proc, tag = start_runner("exec", "runners.testing:sleep_seconds", "--backend", backend,
+                             "--set", f"backend.start_method={method}",
                              "--workers", "2", "--set", "items=[30, 30, 30, 30]")
     wait_for_workers(proc, 2)
     proc.kill()

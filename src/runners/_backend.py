@@ -248,19 +248,25 @@ def prepare_worker(poll_seconds: float = 0.5) -> None:
     # N workers each running an N-thread BLAS is N*N threads on N cores: one thread per worker.
     for name in BLAS_THREAD_VARIABLES:
         os.environ[name] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        pass
-    else:
-        threadpool_limits(1)  # libraries already loaded (numpy via fork or the parent's imports)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # libraries already loaded (numpy via fork or the parent's imports)
     os.environ[IN_WORKER] = "1"  # plan() refuses to start a process pool from inside a worker
-    parent = os.getppid()
+    # Watch the driver itself, not os.getppid(): under forkserver the OS parent is the fork server,
+    # and a driver that died before this ran has already left us reparented.
+    known = multiprocessing.parent_process()
+    driver = known.pid if known is not None else os.getppid()
 
     def watch() -> None:
+        import psutil
+
         while True:
             time.sleep(poll_seconds)
-            if os.getppid() != parent:
+            try:
+                gone = psutil.Process(driver).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                gone = True
+            if gone:
                 os._exit(1)
 
     threading.Thread(target=watch, name="runners-exit-with-parent", daemon=True).start()

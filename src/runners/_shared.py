@@ -30,9 +30,10 @@ _attached: OrderedDict[str, np.ndarray] = OrderedDict()
 
 
 class SharedArray:
-    """A read-only numpy array in shared memory; its pickle is its name, so it costs bytes to send.
+    """A numpy array in shared memory; its pickle is its name, so it costs bytes to send.
 
-    Use `with SharedArray.create(array) as shared:` and put `shared` in items; read `shared.array`.
+    Use `with SharedArray.create(array) as shared:` and put `shared` in items; read `shared.array`
+    (read-only in workers). Or `SharedArray.empty(shape, dtype)` and fill `.array` in place first.
     """
 
     def __init__(self, name: str, shape: tuple[int, ...], dtype: str) -> None:
@@ -44,21 +45,30 @@ class SharedArray:
     @classmethod
     def create(cls, array: Any) -> SharedArray:
         """Copy `array` once into a new segment owned by this process (stale segments swept first)."""
-        sweep()
-        source = np.ascontiguousarray(array)
-        name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
-        segment = shared_memory.SharedMemory(name, create=True, size=max(source.nbytes, 1))
-        shared = cls(name, source.shape, source.dtype.str)
-        shared._segment = segment
-        shared._finalizer = weakref.finalize(shared, _release, segment)  # also runs at exit
+        source = np.asarray(array)
+        shared = cls.empty(source.shape, source.dtype)
         try:
-            view = np.ndarray(source.shape, source.dtype, buffer=segment.buf)
-            view[...] = source
-            view.flags.writeable = False
+            shared.array[...] = source
         except BaseException:
             shared.unlink()
             raise
-        shared._array = view
+        shared.array.flags.writeable = False
+        return shared
+
+    @classmethod
+    def empty(cls, shape: int | tuple[int, ...], dtype: Any = np.float64) -> SharedArray:
+        """A new uninitialised segment to fill in place through `.array` (writable in the creator
+        only): no second copy of a large array in the driver."""
+        sweep()
+        dtype = np.dtype(dtype)
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        segment = shared_memory.SharedMemory(name, create=True, size=max(nbytes, 1))
+        shared = cls(name, shape, dtype.str)
+        shared._segment = segment
+        shared._finalizer = weakref.finalize(shared, _release, segment)  # also runs at exit
+        shared._array = np.ndarray(shape, dtype, buffer=segment.buf)
         return shared
 
     @property
