@@ -29,11 +29,15 @@ def length(params: BigArrayParams) -> int:
 def split(params: BigArrayParams, seed: int) -> list[tuple[Any, int, int]]:
     """One item per slice; each refers to the whole array (the handle or the array itself)."""
     n = length(params)
-    values = np.arange(n, dtype=np.float64)
-    # The items hold the creator's handle: the segment is unlinked when they are dropped after the
-    # run (or at exit), whatever way the run ended.
-    source = SharedArray.create(values) if params.share == "shm" else values
-    del values
+    if params.share == "shm":
+        # Filled in place, so the driver never holds a second copy. The items hold the creator's
+        # handle: the segment is unlinked when they are dropped after the run, however it ended.
+        source = SharedArray.empty(n, np.float64)
+        for start in range(0, n, 1 << 22):
+            stop = min(n, start + (1 << 22))
+            source.array[start:stop] = np.arange(start, stop, dtype=np.float64)
+    else:
+        source = np.arange(n, dtype=np.float64)
     bounds = np.linspace(0, n, params.items + 1).astype(np.int64)
     return [(source, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 

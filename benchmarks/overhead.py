@@ -1,0 +1,126 @@
+"""Overhead: each back-end through runners against the same work written by hand with its library.
+
+    .venv/bin/python benchmarks/overhead.py [--quick] [--repeat 3] [--backends ...]
+
+Both sides run the same items (Monte Carlo pi, `count_inside` on 100 items of ~25 ms) on the same
+number of workers, start-up EXCLUDED on both sides: each pool is started and warmed (one small job on
+every worker) before the clock starts, and the clock stops when the last result is in the driver.
+runners: `run_on(started_backend, plan)`; by hand: `Pool.map` (default chunksize),
+`ProcessPoolExecutor.map`, `joblib.Parallel` defaults, `ray.get([f.remote(x) ...])`, dask
+`client.gather(client.map(...))`. Sides alternate, best of `--repeat`. Target: ratio <= 1.05.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from _common import arguments, table, verdict, wait_for_quiet
+from runners_tasks.pi import count_inside
+
+import runners
+
+BACKENDS = ("multiprocessing", "futures", "joblib", "ray", "dask")
+
+
+def by_hand(backend: str, workers: int) -> tuple[Callable[[list], list], Callable[[], None]]:
+    """(map items -> results, stop) for the raw library, started and warmed."""
+    if backend == "multiprocessing":
+        import multiprocessing
+
+        pool = multiprocessing.get_context("fork").Pool(workers)
+        return (lambda items: pool.map(count_inside, items)), lambda: (pool.terminate(), pool.join())
+    if backend == "futures":
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(workers)
+        return (lambda items: list(executor.map(count_inside, items))), executor.shutdown
+    if backend == "joblib":
+        from joblib import Parallel, delayed
+        from joblib.externals.loky import get_reusable_executor
+
+        def run(items: list) -> list:
+            return Parallel(n_jobs=workers)(delayed(count_inside)(x) for x in items)
+
+        return run, lambda: get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    if backend == "ray":
+        import ray
+
+        # runners' ray back-end, started beside it, has initialised ray in this process: share it.
+        mine = not ray.is_initialized()
+        if mine:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(count_inside)
+        stop = ray.shutdown if mine else _nothing
+        return (lambda items: ray.get([remote.remote(x) for x in items])), stop
+    if backend == "dask":
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+
+        def stop() -> None:
+            client.close()
+            cluster.close()
+
+        return (lambda items: client.gather(client.map(count_inside, items, pure=False))), stop
+    raise ValueError(backend)
+
+
+def _nothing() -> None:
+    pass
+
+
+def timed(fn: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
+
+
+def compare(backend: str, workers: int, params: dict, items: list, repeat: int,
+            expected: int) -> tuple[list[float], list[float]]:
+    """Seconds per repeat for runners and by hand, alternating, both pools started and warm."""
+    the_plan = runners.plan(runners.Job("pi", params, backend, workers=workers))
+    warm_up = runners.plan(runners.Job("tiny", {"n": 4 * workers}, backend, workers=workers, chunksize=1))
+    mine: list[float] = []
+    raw: list[float] = []
+    with the_plan.make_backend() as started:
+        runners.run_on(started, warm_up)
+        raw_map, stop = by_hand(backend, workers)
+        try:
+            raw_map([items[0]] * (2 * workers))  # warm: every worker has run once
+            for _ in range(repeat):
+                mine.append(timed(lambda: runners.run_on(started, the_plan)))
+                out: list = []
+                raw.append(timed(lambda: out.extend(raw_map(items))))  # noqa: B023 - called at once
+                assert sum(out[:3]) == expected
+        finally:
+            stop()
+    return mine, raw
+
+
+def main() -> None:
+    parser = arguments(__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    options = parser.parse_args()
+    params = {"samples": 1_000_000 if options.quick else 10_000_000, "item_samples": 100_000}
+    items = runners.load_task("pi").split(runners.load_task("pi").params(**params), runners.DEFAULT_SEED)
+    expected = sum(count_inside(x) for x in items[:3])
+    wait_for_quiet(options.max_load)
+    rows = []
+    for backend in options.backends:
+        mine, raw = compare(backend, options.workers, params, items, options.repeat, expected)
+        ratio = min(mine) / min(raw)
+        rows.append([backend, len(items), min(mine), min(raw), ratio, verdict(ratio <= 1.05)])
+        print(f"  {backend}: runners {[round(x, 3) for x in mine]}, by hand {[round(x, 3) for x in raw]}",
+              flush=True)
+    print(f"pi {len(items)} items of {params['item_samples']:,} samples, {options.workers} workers, "
+          "start-up excluded on both sides, best of", options.repeat)
+    print(table(["backend", "items", "runners s", "by hand s", "ratio", "<= 1.05"], rows))
+
+
+if __name__ == "__main__":
+    main()
