@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._config import read_yaml
+from ._config import read_yaml, split_backend
 from ._engine import DEFAULT_SEED, Job, plan, run, run_on
 from ._errors import ConfigError, RunnersError
 from ._registry import backend_names, backend_status
@@ -134,7 +134,7 @@ def _experiment_cells(spec: BatchSpec, exp: dict[str, Any], name: str, where: st
     for key, values in vary.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}.vary.{key}: expected a non-empty list of values, got {values!r}")
-    backends = [_backend_entry(b, f"{where}.backends[{i}]")
+    backends = [split_backend(b, f"{where}.backends[{i}]")
                 for i, b in enumerate(_list(overrides.get("backends", exp.get("backends", ["serial"])),
                                             f"{where}.backends"))]
     workers = [_count(w, f"{where}.workers") for w in
@@ -357,15 +357,6 @@ def _count(value: Any, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{where}: expected a positive integer (1 or more), got {value!r}")
     return value
-
-
-def _backend_entry(value: Any, where: str) -> tuple[str, dict[str, Any]]:
-    if isinstance(value, str):
-        return value, {}
-    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-        return value["name"], {k: v for k, v in value.items() if k != "name"}
-    raise ConfigError(f"{where}: expected a back-end name or a mapping with 'name:' and its options, "
-                      f"got {value!r}")
 
 
 def _document(value: Any, where: str) -> dict[str, Any] | None:

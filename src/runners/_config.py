@@ -85,7 +85,7 @@ def job_from_sources(config: str | Path | None = None, *, task: str | None = Non
     set_params, set_options = parse_sets(sets)
 
     file_backend = spec.get("backend", env.get(ENV_BACKEND, "serial"))
-    backend_name, options = _split_backend(file_backend, source)
+    backend_name, options = split_backend(file_backend, f"{source}: backend")
     if backend is not None and backend != backend_name:
         backend_name, options = backend, {}  # the flag replaces the file's whole backend section
     task_name = task if task is not None else spec.get("task")
@@ -133,13 +133,14 @@ def job_mapping(data: Any, source: str) -> dict[str, Any]:
     return dict(data)
 
 
-def _split_backend(value: Any, source: str) -> tuple[str, dict[str, Any]]:
+def split_backend(value: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """A config's back-end entry, `NAME` or `{name: NAME, option: value, ...}`, as (name, options)."""
     if isinstance(value, str):
         return value, {}
     if isinstance(value, Mapping) and isinstance(value.get("name"), str):
         return value["name"], {k: v for k, v in value.items() if k != "name"}
-    raise ConfigError(f"{source}: backend: expected a back-end name or a mapping with 'name:' and its "
-                      f"options, got {value!r}")
+    raise ConfigError(f"{where}: expected a back-end name or a mapping with 'name:' and its options, "
+                      f"got {value!r}")
 
 
 def _auto(value: Any, key: str, source: str) -> Any:
