@@ -76,6 +76,7 @@ class RayBackend(Backend):
                               "pip install -U 'ray[default]>=2.52'")
         self._ray = ray
         self._connected = False
+        _raylet_messages_to_stderr()
         address = self.options.address or os.environ.get("RAY_ADDRESS") or "local"
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
         if ray.is_initialized():
@@ -182,6 +183,23 @@ class RayBackend(Backend):
         if getattr(self, "_connected", False):
             self._connected = False
             self._ray.shutdown()  # a private instance stops; a joined cluster only loses this driver
+
+
+def _raylet_messages_to_stderr() -> None:
+    """Ray prints the errors its raylets publish ("a worker died...") on the driver's stdout, whatever
+    log_to_driver says, which corrupts `runners exec --json`; they are diagnostics, so send them to
+    stderr. The lost worker itself is still reported as WorkerLost."""
+    from ray._private import worker
+
+    original = worker.print_to_stdstream
+    if getattr(original, "runners_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.runners_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
 
 
 def _use_token_auth() -> None:
