@@ -45,7 +45,7 @@ def describe(tp: Any) -> str:
         return " or ".join(describe(a) for a in typing.get_args(tp))
     if origin in (list, tuple):
         args = typing.get_args(tp)
-        return f"a list of {describe(args[0])}" if args else "a list"
+        return f"a list, each {describe(args[0])}" if args else "a list"
     if origin is dict:
         return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false",

@@ -49,7 +49,8 @@ def list_command(as_json: bool) -> None:
     for t in tasks:
         click.echo(f"  {t['name']:<16} {t['description']}")
         for p in t["params"]:
-            click.echo(f"      {p['name']} = {p['default']!r:<24} {p['type']}; {p['help']}")
+            setting = f"{p['name']} = {p['default']!r}"
+            click.echo(f"      {setting:<30} {p['type']}: {p['help']}")
 
 
 @main.command("exec")
