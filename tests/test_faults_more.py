@@ -22,6 +22,7 @@ import pytest
 
 import runners
 from tests.conftest import ROOT, run_cli, tagged_processes
+from tests.test_ray import cluster  # noqa: F401 - the two-node Ray cluster fixture, reused
 
 FAULTHANDLER = {"PYTHONFAULTHANDLER": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 # Seconds a back-end may take to start and stop in a subprocess, on a busy 2-core machine: the
@@ -321,8 +322,6 @@ def test_ctrl_c_in_a_batch_keeps_finished_records_and_a_rerun_completes_them(ite
 
 
 # -- Ray: a node of a two-node cluster killed mid-job (issue 7, item 17) ---------------------------
-
-from tests.test_ray import cluster  # noqa: E402, F401 - the two-node cluster fixture, reused
 
 
 def node_raylet(address: str) -> psutil.Process:
