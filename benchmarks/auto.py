@@ -18,7 +18,7 @@ import runners
 
 def workloads(quick: bool) -> dict[str, tuple[str, dict]]:
     return {
-        "pi scaling": ("pi", {"samples": 4_000_000 if quick else 50_000_000}),
+        "pi scaling": ("pi", {"samples": 4_000_000 if quick else 70_000_000}),
         "pi overhead": ("pi", {"samples": 2_000_000 if quick else 10_000_000, "item_samples": 100_000}),
         "pi ~5 ms items": ("pi", {"samples": 800_000 if quick else 8_000_000, "item_samples": 20_000}),
         "pi short": ("pi", {"samples": 200_000, "item_samples": 20_000}),
@@ -39,10 +39,13 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--parallel", default="futures")
+    parser.add_argument("--only", nargs="+", help="run only these workloads (labels as printed)")
     options = parser.parse_args()
     wait_for_quiet(options.max_load)
     rows = []
     for label, (task, params) in workloads(options.quick).items():
+        if options.only and label not in options.only:
+            continue
         times: dict[str, list[float]] = {"serial": [], options.parallel: [], "auto": []}
         chose = set()
         repeat = 1 if label == "pi scaling" and not options.quick else options.repeat

@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backends", nargs="+", default=list(PROCESS_BACKENDS))
     options = parser.parse_args()
-    params = {"samples": 4_000_000 if options.quick else 50_000_000}
+    params = {"samples": 4_000_000 if options.quick else 70_000_000}  # >= 10 s serially here
     wait_for_quiet(options.max_load)
     first = runners.run("pi", backend="serial", params=params)
     records = {b: runners.run("pi", backend=b, workers=options.workers, params=params)
