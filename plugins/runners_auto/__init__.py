@@ -15,6 +15,9 @@ towards the end so the last ones spread over all workers (each holds about remai
 items), and never cuts them larger than that, so `2 * workers * len(batch)` is a lower bound on the
 items left that is close to exact near the end. While batches stay full size, the work already done
 is taken as a second estimate of the work ahead (a long run so far is likely to go on).
+
+The choice and its reason go in every `BatchResult.extra["auto"]`; run records do not carry `extra`
+yet, so the record's `options` (what `--json` prints) also gain `chose`, `why` and `parallel_startup`.
 """
 
 from __future__ import annotations
