@@ -56,7 +56,7 @@ def main() -> None:
                 assert record.check.ok, (label, backend, record.check)
                 times[backend].append(seconds)
                 if backend == "auto":
-                    chose.add(record.options["chose"])
+                    chose.add(record.extra["auto"]["choice"])
         best = min(min(times["serial"]), min(times[options.parallel]))
         ratio = min(times["auto"]) / best
         rows.append([label, min(times["serial"]), min(times[options.parallel]), min(times["auto"]),

@@ -19,20 +19,20 @@ def workers_used(record) -> set[int]:
 def test_tiny_items_stay_serial_in_the_driver():
     record = runners.run("tiny", backend="auto", workers=2, params={"n": 200_000})
     assert record.result == 200_000 * 200_001 // 2
-    assert record.options["chose"] == "serial"
+    assert record.extra["auto"]["choice"] == "serial"
     assert workers_used(record) == {os.getpid()}
 
 
 def test_a_short_run_stays_serial():
     record = runners.run("pi", backend="auto", workers=2, params={"samples": 20_000, "item_samples": 1_000})
     assert record.check.ok
-    assert record.options["chose"] == "serial" and workers_used(record) == {os.getpid()}
+    assert record.extra["auto"]["choice"] == "serial" and workers_used(record) == {os.getpid()}
 
 
 def test_enough_costly_work_goes_to_the_parallel_back_end_and_matches_serial():
     params = {"samples": 1_500_000, "item_samples": 50_000}  # 30 items of ~25 ms
     record = runners.run("pi", backend="auto", workers=2, params=params)
-    assert record.options["chose"] == "futures", record.options["why"]
+    assert record.extra["auto"]["choice"] == "futures", record.extra["auto"]["reason"]
     assert len(workers_used(record) - {os.getpid()}) == 2  # the probe ran here, the rest in 2 workers
     assert record.result == runners.run("pi", params=params).result
 
@@ -40,12 +40,12 @@ def test_enough_costly_work_goes_to_the_parallel_back_end_and_matches_serial():
 def test_the_parallel_option_picks_the_back_end_that_takes_over():
     record = runners.run("pi", backend="auto", workers=2, options={"parallel": "multiprocessing"},
                          params={"samples": 1_500_000, "item_samples": 50_000})
-    assert record.options["chose"] == "multiprocessing" and record.check.ok
+    assert record.extra["auto"]["choice"] == "multiprocessing" and record.check.ok
 
 
 def test_one_worker_never_starts_a_pool():
     record = runners.run("pi", backend="auto", workers=1, params={"samples": 600_000, "item_samples": 50_000})
-    assert record.options["chose"] == "serial" and workers_used(record) == {os.getpid()}
+    assert record.extra["auto"]["choice"] == "serial" and workers_used(record) == {os.getpid()}
 
 
 def test_item_errors_keep_their_type_and_index_after_the_hand_over():
@@ -69,5 +69,6 @@ def test_cli_json_shows_the_choice_and_why():
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["backend"] == "auto"
-    assert record["options"]["chose"] == "futures" and "parallel saves" in record["options"]["why"]
+    decision = record["extra"]["auto"]
+    assert decision["choice"] == "futures" and "parallel saves" in decision["reason"]
     assert record["processes"] == 3  # the driver's probe plus two workers

@@ -16,13 +16,12 @@ items), and never cuts them larger than that, so `2 * workers * len(batch)` is a
 items left that is close to exact near the end. While batches stay full size, the work already done
 is taken as a second estimate of the work ahead (a long run so far is likely to go on).
 
-The choice and its reason go in every `BatchResult.extra["auto"]`; run records do not carry `extra`
-yet, so the record's `options` (what `--json` prints) also gain `chose`, `why` and `parallel_startup`.
+The choice and its reason go in every `BatchResult.extra["auto"]`, which the run record keeps
+(`--json`: `extra.auto`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Iterator
@@ -41,19 +40,6 @@ class AutoOptions:
                           "raise it for ray or dask, whose start takes seconds)")
     item_overhead_seconds: float = param(
         2e-6, min=0, help="what sending one item and its result to a worker costs the driver")
-
-
-@dataclass(frozen=True)
-class AutoDecision(AutoOptions):
-    """The options as run, plus the choice: what `RunRecord.options` (and `--json`) shows after a run.
-
-    A stand-in until run records carry `BatchResult.extra`; not settable from a config (Options is
-    AutoOptions, validated strictly).
-    """
-
-    chose: str = "undecided"
-    why: str = ""
-    parallel_startup: float = 0.0
 
 
 class AutoBackend(Backend):
@@ -91,9 +77,6 @@ class AutoBackend(Backend):
                 self._seconds += result.seconds
                 self._items += len(result.values)
             yield self._tag(result)
-        if self.choice == "undecided":
-            self.choice, self.reason = "serial", "the work ended before it was worth deciding"
-            self._tag(BatchResult(-1, []))
 
     def _decide(self, next_batch: int) -> None:
         """Stay serial for now, or start the parallel back-end, from the measured item cost."""
@@ -122,13 +105,13 @@ class AutoBackend(Backend):
 
     def _tag(self, result: BatchResult) -> BatchResult:
         result.extra["auto"] = self.describe()
-        fields = {f.name: getattr(self.options, f.name) for f in dataclasses.fields(AutoOptions)}
-        self.options = AutoDecision(**fields, chose=self.choice, why=self.reason,
-                                    parallel_startup=round(self.parallel_startup, 4))
         return result
 
     def describe(self) -> dict[str, Any]:
-        """The choice and why, for records and reports."""
+        """The choice and why, for records and reports (the engine keeps the latest)."""
+        if self.choice == "undecided":  # true of the run if no later batch reports a decision
+            return {"choice": "serial", "reason": "the work ended before it was worth deciding",
+                    "parallel_startup": 0.0}
         return {"choice": self.choice, "reason": self.reason,
                 "parallel_startup": round(self.parallel_startup, 4)}
 

@@ -31,6 +31,7 @@ from ._validate import build
 DEFAULT_SEED = 20260101
 TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (~0.1-1 ms), short enough to balance
 MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this much work
+MAX_BATCH_ITEMS = 20_000  # cheap items: bigger batches gain nothing and cost driver memory (4 in flight)
 MAX_WORKERS = 4096  # a bound that no real pool reaches, so a typo cannot fork-bomb the machine
 
 
@@ -120,6 +121,7 @@ class RunRecord:
     batches: int
     placement: dict[str, dict[int, int]]  # node -> pid -> items it ran
     attempts: dict[int, int] = field(default_factory=dict)  # attempts -> items that took that many
+    extra: dict[str, Any] = field(default_factory=dict)  # what back-ends reported in BatchResult.extra
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +140,7 @@ class RunRecord:
             "nodes": {node: sum(pids.values()) for node, pids in self.placement.items()},
             "processes": sum(len(pids) for pids in self.placement.values()),
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
+            "extra": self.extra,
         }
 
 
@@ -227,7 +230,7 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
         chunksize=the_plan.chunksize, seed=the_plan.seed, result=result,
         check=task.verify(result, params), timings=Timings(compute=compute), items=batcher.issued,
         batches=batcher.count, placement={node: dict(pids) for node, pids in tally.placement.items()},
-        attempts=dict(tally.attempts),
+        attempts=dict(tally.attempts), extra=tally.extra,
     )
 
 
@@ -237,8 +240,10 @@ class Tally:
 
     placement: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     attempts: Counter[int] = field(default_factory=Counter)
+    extra: dict[str, Any] = field(default_factory=dict)  # the latest value of each key wins
 
     def add(self, result: BatchResult, attempt: int) -> None:
+        self.extra.update(result.extra)
         self.placement[result.node or result.host][result.pid] += len(result.values)
         if result.error is None:
             self.attempts[attempt] += len(result.values)
@@ -367,7 +372,7 @@ class Batcher:
             remaining = self.total - self.issued
             balanced = max(math.ceil(remaining / (2 * self.workers)), int(MIN_BATCH_SECONDS / cost))
             size = min(size, balanced)
-        return max(1, size)
+        return max(1, min(size, MAX_BATCH_ITEMS))
 
 
 def ensure_picklable(fn: Any, task: str) -> None:
