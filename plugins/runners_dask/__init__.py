@@ -151,6 +151,9 @@ class DaskBackend(Backend):
             return BatchResult(batch.id, [], WorkerLost("dask cancelled the batch (lost the scheduler?)",
                                                         self.name, indices))
         exc = future.exception()
+        if exc is None:  # 'lost' and similar states carry no exception: the worker went with the batch
+            return BatchResult(batch.id, [], WorkerLost(f"dask lost the batch (future {future.status})",
+                                                        self.name, indices))
         if isinstance(exc, KilledWorker):
             worker = getattr(exc.last_worker, "address", exc.last_worker)
             return BatchResult(batch.id, [], WorkerLost(f"dask worker {worker} died while running it "

@@ -309,6 +309,9 @@ def _remembered(batches: Iterable[Batch], in_flight: dict[int, Batch]) -> Iterat
 
 
 def as_exception(error: ItemFailure | RunnersError, result: BatchResult, attempt: int = 1) -> RunnersError:
+    if isinstance(error, ItemFailure) and not isinstance(error.exception, BaseException):
+        return RunnersError(f"the back-end reported a failure of item {error.index} without an exception "
+                            f"(a back-end bug): {error.traceback[-300:]}")
     if isinstance(error, ItemFailure):
         exc = error.exception
         if exc.__traceback__ is None and exc.__cause__ is None:  # it came from another process
