@@ -56,7 +56,7 @@ class TaskError(RunnersError):
         self.where = where
         place = f" on {where}" if where else ""
         super().__init__(
-            f"item {index} ({_short(item)}) raised {type(exception).__name__}: {exception}{place}"
+            f"item {index} ({short_repr(item)}) raised {type(exception).__name__}: {exception}{place}"
         )
 
 
@@ -115,7 +115,8 @@ def signal_name(exitcode: int | None) -> str:
     return f"EXIT({exitcode})"
 
 
-def _short(value: Any, width: int = 60) -> str:
+def short_repr(value: Any, width: int = 60) -> str:
+    """repr(value), cut to `width` characters with '...' where longer."""
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
 

@@ -14,7 +14,7 @@ import click
 from ._batch import read_results, run_batch_file
 from ._config import job_from_sources
 from ._engine import RunRecord, run
-from ._errors import ConfigError, RunnersError, TaskError
+from ._errors import ConfigError, RunnersError, TaskError, short_repr
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report, print_report
 from ._validate import describe
@@ -122,12 +122,12 @@ def _report(out_dir: str, plots: bool = True) -> None:
 
 
 def _print_record(record: RunRecord) -> None:
-    params = ", ".join(f"{k}={_short(v)}" for k, v in record.params.items())
+    params = ", ".join(f"{k}={short_repr(v, 40)}" for k, v in record.params.items())
     t = record.timings
     click.echo(f"task     {record.task} ({params})")
     click.echo(f"backend  {record.backend}, {record.workers} worker(s), {record.items} items in "
                f"{record.batches} batches, on {_placement(record)}")
-    click.echo(f"result   {_short(record.result, 200)}")
+    click.echo(f"result   {short_repr(record.result, 200)}")
     click.echo(f"check    {record.check}")
     click.echo(f"time     {t.total:.3f} s = start-up {t.startup:.3f} + compute {t.compute:.3f} "
                f"+ shut-down {t.shutdown:.3f}")
@@ -205,8 +205,3 @@ def _task_info(name: str) -> dict[str, Any]:
         params.append({"name": f.name, "default": default, "type": describe(hints[f.name]),
                        "help": f.metadata.get("help", "")})
     return {"name": name, "description": task.description, "params": params}
-
-
-def _short(value: Any, width: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."

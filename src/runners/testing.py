@@ -71,8 +71,10 @@ def _collect(values: Iterator[Any], params: EchoParams) -> list[Any]:
 
 
 def map_task(fn: Any, name: str | None = None) -> Task:
-    """A Task mapping `fn` over the `items` param, returning the list of results."""
-    return Task(name or fn.__name__, EchoParams, _split, fn, _collect)
+    """A Task mapping `fn` over the `items` param, returning the list of results (as for `module:fn`)."""
+    from ._mapping import map_task as plain_function_task
+
+    return plain_function_task(fn, name or fn.__name__)
 
 
 def kill_self_on(item: int, target: int = 3) -> int:
