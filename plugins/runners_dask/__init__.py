@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import re
+import socket
 import sys
 import sysconfig
 import traceback
@@ -27,6 +30,7 @@ from runners import (
 )
 
 ADDRESS = re.compile(r"((tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}")
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,23 @@ class DaskOptions:
     in_flight: int | None = param(None, min=1, help="batches submitted at a time; null: 2 per worker thread")
     dashboard: str | None = param(None, help="serve the LocalCluster's dashboard at this address, "
                                   "such as 127.0.0.1:8787; null: no dashboard")
+    bind: str = param(LOOPBACK, help="address of this machine the LocalCluster's scheduler and workers "
+                      "listen on; any other (a LAN address, 0.0.0.0 for all) lets anyone who reaches it "
+                      "run code here: plain tcp:// has no authentication (a warning says so)")
 
     def __post_init__(self) -> None:
         if self.address is not None and not ADDRESS.fullmatch(self.address):
             raise ConfigError(f"backend.address: expected a scheduler address such as "
                               f"tcp://10.0.0.5:8786, got {self.address!r}")
+        if self.bind == LOOPBACK:
+            return
+        if self.address is not None:
+            raise ConfigError(f"backend.bind={self.bind!r} contradicts backend.address={self.address!r}: "
+                              "bind is for the LocalCluster runners starts, address joins a running one")
+        if not self.processes:
+            raise ConfigError(f"backend.bind={self.bind!r} needs processes=true: thread workers talk "
+                              "inside this process and listen on no address")
+        _check_local_address(self.bind)
 
 
 def run_on_worker(batch: Batch) -> BatchResult:
@@ -93,8 +109,6 @@ class DaskBackend(Backend):
         self.workers = max(1, sum(self._client.nthreads().values()))
 
     def _start_local_cluster(self) -> None:
-        import logging
-
         import dask
         from distributed import Client, LocalCluster
 
@@ -104,12 +118,20 @@ class DaskBackend(Backend):
             self._cluster = LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=self.options.processes,
                 # threads talk in-process (inproc://), which takes no host
-                host="127.0.0.1" if self.options.processes else None, silence_logs=logging.CRITICAL,
+                host=_host(self.options.bind) if self.options.processes else None,
+                silence_logs=logging.CRITICAL,
                 # The scheduler always serves HTTP (health, metrics); keep it on loopback and a free
                 # port, and add the dashboard only when asked.
                 scheduler_kwargs={"dashboard": self.options.dashboard is not None,
                                   "dashboard_address": self.options.dashboard or "127.0.0.1:0"})
         self._client = Client(self._cluster, set_as_default=False)
+        if self.options.bind != LOOPBACK:  # a logging warning: one plain line on stderr, stdout untouched
+            logging.getLogger(__name__).warning(
+                "runners: the dask LocalCluster of this run listens on %s (scheduler %s, and its "
+                "workers): plain tcp:// has no authentication, anyone who can reach that address can run "
+                "code as this user; use it only on a private network, or run your own scheduler and "
+                "workers with TLS and join them with backend.address", self.options.bind,
+                self._cluster.scheduler_address)
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         from distributed import as_completed
@@ -184,3 +206,24 @@ class DaskBackend(Backend):
             client.close()
         if cluster is not None:  # only one we started: a joined cluster keeps running
             cluster.close()
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip  # dask takes an IPv6 host in brackets
+
+
+def _check_local_address(value: str) -> None:
+    """Raise a ConfigError unless `value` is an IP address of this machine or a wildcard."""
+    import psutil
+
+    # link-local IPv6 addresses need a %interface scope that a listen address cannot carry: left out
+    mine = {ipaddress.ip_address(a.address) for nic in psutil.net_if_addrs().values() for a in nic
+            if a.family in (socket.AF_INET, socket.AF_INET6) and "%" not in a.address}
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        ip = None
+    if ip is None or not (ip in mine or ip.is_unspecified):
+        valid = ", ".join(sorted(map(str, mine), key=lambda a: (":" in a, a)))
+        raise ConfigError(f"backend.bind: {value!r} is not an IP address of this machine; expected one "
+                          f"of {valid}, or 0.0.0.0 (every interface)")

@@ -29,6 +29,7 @@ from runners import (
 
 OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 MIN_RAY = (2, 52)  # token authentication and the 2025 security fixes
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,24 @@ class RayOptions:
                                        "an installed package (runtime_env py_modules)")
     runtime_env: dict[str, Any] | None = param(
         None, help="a Ray runtime_env for the tasks (pip, env_vars, working_dir...)")
+    bind: str = param(LOOPBACK, help="address the private instance listens on: 127.0.0.1 only (Ray "
+                                     "cannot listen on just one other address; see README, Security)")
+
+    def __post_init__(self) -> None:
+        # Measured with Ray 2.60: given any node address but 127.0.0.1, the GCS, raylet and workers
+        # listen on every interface (::), not only that one, and the metrics exporters serve 0.0.0.0
+        # without the token. So a private instance stays on loopback; sharing Ray is `ray start`'s job.
+        if self.bind == LOOPBACK:
+            return
+        if self.address is not None:
+            raise ConfigError(f"backend.bind={self.bind!r} contradicts backend.address={self.address!r}: "
+                              "bind is for the instance runners starts, address joins a running one")
+        raise ConfigError(
+            f"backend.bind: ray can start its private instance on {LOOPBACK} only, got {self.bind!r}: "
+            "given any other address, Ray listens on every interface of this machine (not only that "
+            "one) and serves its metrics there without authentication; to share Ray, start it with "
+            "`ray start --head --node-ip-address=IP` (token authentication on) and join it with "
+            "backend.address")
 
 
 def run_on_node(batch: Batch) -> BatchResult:
@@ -108,7 +127,7 @@ class RayBackend(Backend):
         try:
             self._connected = True
             ray.init(address="local", num_cpus=self.workers, num_gpus=0, include_dashboard=False,
-                     _node_ip_address="127.0.0.1",
+                     _node_ip_address=self.options.bind,
                      object_store_memory=self.options.object_store_mb * 2**20,
                      runtime_env=self.options.runtime_env, **quiet)
         except Exception as exc:  # noqa: BLE001 - a failed start is one error to the user, whatever Ray raised
