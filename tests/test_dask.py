@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 import runners
@@ -149,3 +153,86 @@ def test_local_cluster_threads_mode_and_a_loose_file(tmp_path):
                            params={"n": 100})
     assert threaded.result == 5050
     assert all(set(pids) == {os.getpid()} for pids in threaded.placement.values())  # in this process
+
+
+def lan_ipv4() -> str:
+    """A non-loopback IPv4 address of this machine, or skip the test."""
+    for nic in psutil.net_if_addrs().values():
+        for addr in nic:
+            if addr.family == socket.AF_INET and not ipaddress.ip_address(addr.address).is_loopback:
+                return addr.address
+    pytest.skip("this machine has no non-loopback IPv4 address to bind to")
+
+
+def exec_watching_sockets(*args: str) -> tuple[subprocess.CompletedProcess, set[tuple[str, int]]]:
+    """`runners ARGS` through run_cli, and every (ip, port) its processes listened on meanwhile, sampled
+    from outside: the processes are found by a marker in their environment, which the workers inherit."""
+    marker, seen, done_event = uuid.uuid4().hex, set(), threading.Event()
+
+    def sample() -> None:
+        while not done_event.is_set():
+            for proc in psutil.process_iter():
+                try:
+                    if proc.environ().get("RUNNERS_BIND_MARKER") == marker:
+                        seen.update((c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet")
+                                    if c.status == psutil.CONN_LISTEN)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        done = run_cli(*args, env={"RUNNERS_BIND_MARKER": marker}, timeout=120)
+    finally:
+        done_event.set()
+        sampler.join(timeout=30)
+    return done, seen
+
+
+PI_ARGS = ("exec", "pi", "--backend", "dask", "--workers", "2", "--set", f"samples={PI['samples']}",
+           "--set", f"item_samples={PI['item_samples']}", "--json")
+
+
+def test_bind_puts_the_scheduler_and_workers_on_that_address_and_warns_once():
+    ip = lan_ipv4()
+    done, listened = exec_watching_sockets(*PI_ARGS, "--set", f"backend.bind={ip}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == runners.run("pi", params=PI).result
+    assert done.stderr.count("listens on") == 1 and "no authentication" in done.stderr, done.stderr
+    scheduler = re.search(r"scheduler tcp://([0-9.]+):(\d+)", done.stderr)
+    assert scheduler and scheduler.group(1) == ip, done.stderr
+    assert (ip, int(scheduler.group(2))) in listened, listened
+    # Scheduler and both workers on the chosen address; only the scheduler's HTTP server stays on loopback.
+    assert len({port for host, port in listened if host == ip}) >= 3, listened
+    assert {host for host, _ in listened} <= {ip, "127.0.0.1"}, listened
+    still = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+             and (c.laddr.ip, c.laddr.port) in listened]
+    assert not still, f"still listening after the run: {still}"
+
+
+def test_by_default_everything_listens_on_loopback_only_and_nothing_is_said():
+    done, listened = exec_watching_sockets(*PI_ARGS)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == runners.run("pi", params=PI).result
+    assert listened and {host for host, _ in listened} == {"127.0.0.1"}, listened
+    assert "listens on" not in done.stderr
+
+
+@pytest.mark.parametrize(("settings", "needles"), [
+    (["backend.bind=nonsense"], ["backend.bind", "'nonsense'", "not an IP address of this machine",
+                                 "127.0.0.1", "0.0.0.0"]),
+    (["backend.bind=198.51.100.77"], ["backend.bind", "'198.51.100.77'", "127.0.0.1"]),  # TEST-NET-2
+    (["backend.bind=0.0.0.0", "backend.address=tcp://127.0.0.1:8786"],
+     ["backend.bind='0.0.0.0' contradicts backend.address='tcp://127.0.0.1:8786'"]),
+    (["backend.bind=0.0.0.0", "backend.processes=false"], ["backend.bind='0.0.0.0' needs processes=true"]),
+])
+def test_a_bind_that_is_not_an_address_here_or_contradicts_another_option_is_a_usage_error(settings, needles):
+    here = {a.address for nic in psutil.net_if_addrs().values() for a in nic}
+    if "198.51.100.77" in settings[0] and "198.51.100.77" in here:
+        pytest.skip("198.51.100.77 is an address of this machine")
+    done = run_cli("exec", "tiny", "--backend", "dask", *[x for s in settings for x in ("--set", s)])
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    for needle in needles:
+        assert needle in done.stderr, done.stderr
