@@ -199,3 +199,29 @@ def _listening(proc: psutil.Process) -> list:
         return [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return []
+
+
+@pytest.mark.parametrize(("settings", "needles"), [
+    (["backend.bind=0.0.0.0"], ["backend.bind", "127.0.0.1 only", "'0.0.0.0'", "every interface",
+                                "ray start --head --node-ip-address", "backend.address"]),
+    (["backend.bind=nonsense"], ["backend.bind", "127.0.0.1 only", "'nonsense'"]),
+    (["backend.bind=10.1.2.3", "backend.address=auto"],
+     ["backend.bind='10.1.2.3' contradicts backend.address='auto'"]),
+])
+def test_a_private_instance_refuses_any_bind_but_loopback_before_starting_ray(settings, needles):
+    # Ray 2.60 given any node address but 127.0.0.1 listens on every interface (::), not on that one.
+    began = time.monotonic()
+    done = run_cli("exec", "tiny", "--backend", "ray", *[x for s in settings for x in ("--set", s)])
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    for needle in needles:
+        assert needle in done.stderr, done.stderr
+    assert time.monotonic() - began < 30  # refused while parsing options: no Ray was started
+
+
+def test_bind_to_loopback_is_the_default_and_may_be_said_explicitly():
+    assert runners.load_backend("ray").Options().bind == "127.0.0.1"
+    done = run_cli("exec", "tiny", "--backend", "ray", "--workers", "1", "--set", "backend.bind=127.0.0.1",
+                   "--json", timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == runners.run("tiny").result
