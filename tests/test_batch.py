@@ -130,3 +130,33 @@ def test_unsafe_batch_name_and_unwritable_output_are_clear_errors(tmp_path):
     blocker.write_text("")
     done = run_cli("batch", str(write(tmp_path)), "--out", str(blocker / "out"))
     assert done.returncode == 2 and "cannot be written" in done.stderr and "Traceback" not in done.stderr
+
+
+CAPPED = """
+name: capped
+experiments:
+  - name: stuck
+    task: iowait
+    params: {n: 6, seconds: 60}
+    backends: [multiprocessing]
+    workers: [2]
+    run_timeout: 1.5
+  - name: fine
+    task: iowait
+    params: {n: 4, seconds: 0.05}
+    backends: [serial, threads]
+    workers: [2]
+"""
+
+
+def test_a_cell_past_its_run_timeout_fails_alone_and_the_batch_exits_1_after_the_rest(tmp_path):
+    config, out = write(tmp_path, CAPPED), tmp_path / "out"
+    began = time.monotonic()
+    done = run_cli("batch", str(config), "--out", str(out), "--no-report", timeout=120)
+    assert time.monotonic() - began < 40  # the stuck cell would sleep for minutes
+    assert done.returncode == 1
+    assert "failed multiprocessing x2" in done.stderr and "run_timeout" in done.stderr
+    assert "run the same command again" in done.stderr and "Traceback" not in done.stderr
+    kept = records(out)
+    assert sorted(r["backend"] for r in kept) == ["serial", "threads"]
+    assert all(r["check"]["ok"] for r in kept)

@@ -133,8 +133,10 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     ("- task: pi\n", ["expected a mapping"]),
     ("", ["empty"]),
     ("task: pi\nparams:\n  samples: -5\n", ["params.samples", "at least 1"]),
+    ("task: pi\nrun_timeout: soon\n", ["run_timeout", "positive number of seconds", "'soon'"]),
+    ("task: pi\nrun_timeout: -1\n", ["run_timeout", "positive number of seconds", "-1"]),
 ], ids=["top-key", "wrong-type", "param-key", "literal", "option-value", "option-key", "list", "empty",
-        "negative"])
+        "negative", "run-timeout-text", "run-timeout-negative"])
 def test_bad_config_values_name_key_value_and_what_is_allowed(tmp_path, yaml_text, needles):
     config = tmp_path / "job.yaml"
     config.write_text(yaml_text)

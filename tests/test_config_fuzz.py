@@ -22,7 +22,8 @@ scalars = st.one_of(
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=8)
 job_keys = st.sampled_from(["task", "params", "backend", "workers", "chunksize", "seed", "retries",
-                            "retry_on", "timeout", "fail_fast", "workerz", "param", ""])
+                            "retry_on", "timeout", "run_timeout", "fail_fast", "workerz", "param",
+                            ""])
 param_names = st.sampled_from(["samples", "n", "start", "stop", "numbers", "seconds", "parts", "method",
                                "item_samples", "bogus"])
 param_maps = st.dictionaries(param_names, values, max_size=4)
@@ -34,7 +35,7 @@ jobs = st.fixed_dictionaries(
             {"name": st.sampled_from(LOCAL_BACKENDS)},
             optional={"start_method": values, "maxtasksperchild": values, "colour": values})),
         "workers": values, "chunksize": values, "seed": values, "retries": values,
-        "retry_on": values, "timeout": values, "fail_fast": values,
+        "retry_on": values, "timeout": values, "run_timeout": values, "fail_fast": values,
     },
 )
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

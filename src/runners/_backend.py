@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, ClassVar
 
-from ._errors import ItemTimeout, WorkerLost
+from ._errors import DriverInterrupt, ItemTimeout, WorkerLost
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def run_batch(batch: Batch) -> BatchResult:
         try:
             values.append(batch.fn(item))
         except BaseException as exc:  # noqa: BLE001 - SystemExit in an item is a task failure too
-            if isinstance(exc, KeyboardInterrupt) and _is_main_process():
+            if isinstance(exc, (KeyboardInterrupt, DriverInterrupt)) and _is_main_process():
                 raise
             error = ItemFailure(batch.start + offset, item, portable_exception(exc),
                                 "".join(traceback.format_exception(exc)))
@@ -108,8 +108,9 @@ def portable_exception(exc: BaseException) -> BaseException:
 
 
 def _is_main_process() -> bool:
-    # Ctrl-C must stop the driver (serial and thread back-ends run items there); in a pool worker it
-    # is reported as the item's failure instead, so the pool learns of it rather than losing a worker.
+    # Ctrl-C (and SIGTERM, the run's time limit) must stop the driver (serial and thread back-ends run
+    # items there); in a pool worker it is reported as the item's failure instead, so the pool learns of
+    # it rather than losing a worker.
     return multiprocessing.parent_process() is None
 
 

@@ -33,7 +33,7 @@ RESULTS = "results.jsonl"
 META = "batch.json"
 BATCH_KEYS = ["name", "out", "repeats", "seed", "quick", "experiments"]
 EXPERIMENT_KEYS = ["name", "title", "task", "params", "vary", "backends", "workers", "chunksize",
-                   "repeats", "reuse", "quick", "document"]
+                   "repeats", "reuse", "run_timeout", "quick", "document"]
 QUICK_KEYS = ["params", "vary", "backends", "workers", "chunksize", "repeats"]
 DOCUMENT_KEYS = ["source", "note", "params", "runs", "claims"]
 RUN_KEYS = ["label", "backend", "workers", "chunksize", "seconds", "result"]
@@ -55,6 +55,7 @@ class Cell:
     reuse: bool
     seed: int
     items: int | None
+    run_timeout: float | None = None  # a cell past it stops its back-end; the batch goes on
 
     @property
     def key(self) -> str:
@@ -64,7 +65,7 @@ class Cell:
 
     def job(self) -> Job:
         return Job(self.task, self.params, self.backend, self.options, self.workers, self.chunksize,
-                   self.seed)
+                   self.seed, run_timeout=self.run_timeout)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class BatchOutcome:
     ran: int = 0
     already: int = 0
     notes: list[str] = field(default_factory=list)
+    failed: int = 0  # groups of cells that failed (each has a note); a rerun resumes them
 
 
 def load_batch(path: str | Path, quick: bool = False, out: str | Path | None = None) -> BatchSpec:
@@ -145,6 +147,7 @@ def _experiment_cells(spec: BatchSpec, exp: dict[str, Any], name: str, where: st
             raise ConfigError(f"{where}.chunksize: expected a positive integer, 'auto' or 'rule' "
                               f"(len // (workers * 4), the document's rule of thumb), got {c!r}")
     reuse = _kind(exp.get("reuse", True), bool, f"{where}.reuse")
+    run_timeout = exp.get("run_timeout")
     spec.repeats[name] = _count(overrides.get("repeats", exp.get("repeats", repeats)), f"{where}.repeats")
     document = _document(exp.get("document"), f"{where}.document")
     spec.experiments.append({"name": name, "title": exp.get("title", name), "task": task,
@@ -164,7 +167,8 @@ def _experiment_cells(spec: BatchSpec, exp: dict[str, Any], name: str, where: st
                 spec.skipped.append({**what, "reason": note})
                 continue
             try:
-                the_plan = plan(Job(task, cell_params, backend, options, count, None, seed))
+                the_plan = plan(Job(task, cell_params, backend, options, count, None, seed,
+                                    run_timeout=run_timeout))
                 items = _length(the_plan.task.split(the_plan.params, seed))
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from exc
@@ -172,7 +176,7 @@ def _experiment_cells(spec: BatchSpec, exp: dict[str, Any], name: str, where: st
             if chunk == "rule":
                 size = max(1, (items or 0) // (count * 4))
             cell = Cell(name, task, cell_params, backend, dict(options), count, size, str(chunk), reuse,
-                        seed, items)
+                        seed, items, run_timeout)
             if all(c.key != cell.key for c in spec.cells):
                 spec.cells.append(cell)
 
@@ -218,6 +222,7 @@ def run_batch_file(path: str | Path, out: str | Path | None = None, quick: bool 
                 outcome.ran += _run_group(runs, store, spec, progress)
             except RunnersError as exc:  # a broken back-end loses its group, not the batch
                 outcome.notes.append(f"failed {runs[0][0].backend} x{runs[0][0].workers}: {exc}")
+                outcome.failed += 1
     _write_meta(spec, outcome.notes)
     outcome.notes = skipped + outcome.notes
     return outcome

@@ -14,7 +14,7 @@ from ._errors import ConfigError
 from ._validate import unknown_key_message
 
 JOB_KEYS = ["task", "params", "backend", "workers", "chunksize", "seed", "retries", "retry_on", "timeout",
-            "fail_fast"]
+            "run_timeout", "fail_fast"]
 ENV_BACKEND = "RUNNERS_BACKEND"
 ENV_WORKERS = "RUNNERS_WORKERS"
 
@@ -77,7 +77,7 @@ def job_from_sources(config: str | Path | None = None, *, task: str | None = Non
                      chunksize: int | None = None, seed: int | None = None,
                      sets: Sequence[str] = (), env: Mapping[str, str] | None = None,
                      retries: int | None = None, timeout: float | None = None,
-                     fail_fast: bool | None = None) -> Job:
+                     run_timeout: float | None = None, fail_fast: bool | None = None) -> Job:
     """One Job from a YAML file, flags and `--set` pairs; a flag wins over the file, the file over env."""
     env = os.environ if env is None else env
     spec = job_mapping(read_yaml(config), str(config)) if config is not None else {}
@@ -102,6 +102,7 @@ def job_from_sources(config: str | Path | None = None, *, task: str | None = Non
         retries=_first(retries, spec.get("retries"), Job.retries),
         retry_on=_names(spec.get("retry_on", ()), source),
         timeout=_first(timeout, spec.get("timeout")),
+        run_timeout=_first(run_timeout, spec.get("run_timeout")),
         fail_fast=_first(fail_fast, spec.get("fail_fast"), Job.fail_fast),
     )
 

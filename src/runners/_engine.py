@@ -14,6 +14,7 @@ from itertools import islice
 from typing import Any
 
 from ._backend import IN_WORKER, Backend, Batch, BatchResult, ItemFailure, usable_cpus
+from ._deadline import Expired, check_time_limit, time_limit
 from ._errors import (
     ConfigError,
     FailedItems,
@@ -21,6 +22,7 @@ from ._errors import (
     NotPicklable,
     RemoteTraceback,
     RunnersError,
+    RunTimeout,
     TaskError,
     WorkerLost,
 )
@@ -50,6 +52,7 @@ class Job:
     retry_on: tuple[str, ...] = ()  # exception type names whose items are retried too (or "ItemTimeout")
     timeout: float | None = None  # seconds one item may run; the worker is stopped past it
     fail_fast: bool = True  # False: run every item, then report every failure together
+    run_timeout: float | None = None  # seconds all the items together may take; then the run stops
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Policy:
     retry_on: tuple[str, ...] = ()
     timeout: float | None = None
     fail_fast: bool = True
+    run_timeout: float | None = None
 
     def should_retry(self, error: RunnersError, attempts: int) -> bool:
         if attempts > self.retries:
@@ -178,9 +182,12 @@ def _policy(job: Job, backend: type[Backend]) -> Policy:
     retry_on = (job.retry_on,) if isinstance(job.retry_on, str) else job.retry_on
     if not all(isinstance(name, str) and name for name in retry_on):
         raise ConfigError(f"retry_on: expected a list of exception type names, got {job.retry_on!r}")
+    for key in ("timeout", "run_timeout"):
+        value = getattr(job, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value < 1e9):
+            raise ConfigError(f"{key}: expected a positive number of seconds, got {value!r}")
     if job.timeout is not None:
-        if isinstance(job.timeout, bool) or not isinstance(job.timeout, (int, float)) or job.timeout <= 0:
-            raise ConfigError(f"timeout: expected a positive number of seconds, got {job.timeout!r}")
         if not backend.enforces_timeout:
             raise ConfigError(
                 f"timeout: back-end {backend.name!r} cannot stop a running item, so it cannot honour a "
@@ -188,7 +195,7 @@ def _policy(job: Job, backend: type[Backend]) -> Policy:
             )
     if not isinstance(job.fail_fast, bool):
         raise ConfigError(f"fail_fast: expected true or false, got {job.fail_fast!r}")
-    return Policy(job.retries, tuple(retry_on), job.timeout, job.fail_fast)
+    return Policy(job.retries, tuple(retry_on), job.timeout, job.fail_fast, job.run_timeout)
 
 
 def run(job: Job | str | Task, **overrides: Any) -> RunRecord:
@@ -198,6 +205,7 @@ def run(job: Job | str | Task, **overrides: Any) -> RunRecord:
     elif overrides:
         job = dataclasses.replace(job, **overrides)
     the_plan = plan(job)
+    check_time_limit(the_plan.policy.run_timeout)
     backend = the_plan.make_backend()
     began = time.perf_counter()
     with backend:  # shuts the back-end down on every exit, errors included
@@ -222,7 +230,14 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
     tally = Tally()
     began = time.perf_counter()
     values = ordered_values(backend, batcher, policy, tally, progress)
-    result = task.combine(values, params)
+    try:
+        with time_limit(policy.run_timeout):
+            result = task.combine(values, params)
+    except Expired:
+        finished = sum(tally.attempts.values())
+        raise RunTimeout(policy.run_timeout, finished, batcher.total, backend.name) from None
+    finally:
+        values.close()  # if the limit struck in combine, the batches in flight are cancelled here
     compute = time.perf_counter() - began
     return RunRecord(
         task=task.name, params=dataclasses.asdict(params), backend=backend.name,

@@ -33,6 +33,14 @@ class NotPicklable(ConfigError):
     """The task's function or an item cannot be sent to another process."""
 
 
+class DriverInterrupt(BaseException):
+    """The driver is being stopped from outside the items (SIGTERM, the run's time limit), like Ctrl-C.
+
+    A BaseException so that no `except Exception` on the way out swallows it, and never an item's failure:
+    where items run in the driver (serial), it must unwind the run, not be reported as the item's error.
+    """
+
+
 class RemoteTraceback(Exception):
     """Carries a traceback formatted in the worker, so it shows as the cause of the local error."""
 
@@ -89,6 +97,24 @@ class ItemTimeout(RunnersError):
 
     def __reduce__(self) -> tuple:
         return (type(self), (self.index, self.limit, self.backend))
+
+
+class RunTimeout(RunnersError):
+    """The run's items took longer than its time limit; pending work was cancelled, workers stopped."""
+
+    def __init__(self, limit: float, finished: int, total: int | None, backend: str = "") -> None:
+        self.limit = limit
+        self.finished = finished
+        self.total = total
+        self.backend = backend
+        of = f" of {total}" if total is not None else ""
+        super().__init__(
+            f"the run took longer than its limit of {limit:g} s (run_timeout) with {finished}{of} items "
+            f"finished; pending work was cancelled and the {backend} back-end shut down"
+        )
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.limit, self.finished, self.total, self.backend))
 
 
 class FailedItems(RunnersError):

@@ -14,7 +14,7 @@ import click
 from ._batch import read_results, run_batch_file
 from ._config import job_from_sources
 from ._engine import RunRecord, run
-from ._errors import ConfigError, RunnersError, TaskError, short_repr
+from ._errors import ConfigError, DriverInterrupt, RunnersError, TaskError, short_repr
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report, print_report
 from ._validate import describe
@@ -64,17 +64,21 @@ def list_command(as_json: bool) -> None:
               help="a task parameter (samples=1e6) or back-end option (backend.start_method=spawn)")
 @click.option("--retries", type=int, help="times a batch whose worker was lost is rerun (default 2)")
 @click.option("--timeout", type=float, help="seconds one item may run before its worker is stopped")
+@click.option("--run-timeout", type=float,
+              help="seconds the whole run's items may take; then pending work is cancelled, workers stopped")
 @click.option("--keep-going", is_flag=True, default=None,
               help="run every item and report all failures at the end, instead of stopping at the first")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
 def exec_command(task: str | None, backend: str | None, workers: int | None, chunksize: int | None,
                  seed: int | None, config: str | None, sets: tuple[str, ...], retries: int | None,
-                 timeout: float | None, keep_going: bool | None, as_json: bool) -> None:
+                 timeout: float | None, run_timeout: float | None, keep_going: bool | None,
+                 as_json: bool) -> None:
     """Run TASK (a name, module:function or file.py) on one back-end and check its result."""
     with _errors("exec"), _signals_end_the_run():
         job = job_from_sources(config, task=task, backend=backend, workers=workers,
                                chunksize=chunksize, seed=seed, sets=sets, retries=retries,
-                               timeout=timeout, fail_fast=None if keep_going is None else not keep_going)
+                               timeout=timeout, run_timeout=run_timeout,
+                               fail_fast=None if keep_going is None else not keep_going)
         record = run(job)
     if as_json:
         click.echo(json.dumps(record.to_dict(), default=repr))
@@ -102,6 +106,10 @@ def batch_command(config: str, out: str | None, quick: bool, dry_run: bool, no_r
     click.echo(f"{outcome.ran} run(s) done, {outcome.already} kept from before; results in {outcome.out}")
     if not no_report:
         _report(str(outcome.out))
+    if outcome.failed:
+        click.echo(f"{outcome.failed} group(s) of cells failed (see the notes above); the other runs are "
+                   "kept: run the same command again to retry the failed ones", err=True)
+        sys.exit(1)
 
 
 @main.command("report")
@@ -139,7 +147,7 @@ def _placement(record: RunRecord) -> str:
     return f"{processes} process(es) on " + ", ".join(f"{n} ({c} items)" for n, c in nodes.items())
 
 
-class Terminated(BaseException):
+class Terminated(DriverInterrupt):
     """SIGTERM arrived: unwind like Ctrl-C (shutting back-ends down), then exit 143."""
 
 
