@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -48,9 +50,12 @@ class Relay:
         self.shm_before = stale_segments(min_age=None)
         authkey = os.urandom(32)
         server = socket.create_server(("127.0.0.1", 0))
+        # mpiexec leaves files in TMPDIR when it is stopped (hydra's hwloc topology): give the job a
+        # folder of its own, removed with it.
+        self.tmp = tempfile.mkdtemp(prefix="runners-mpi-")
         env = {**os.environ, ADDRESS: f"127.0.0.1:{server.getsockname()[1]}", AUTHKEY: authkey.hex(),
                # ranks import what the driver imported, task files included (their folder is on sys.path)
-               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TMPDIR": self.tmp}
         # Own session: Ctrl-C reaches the driver only, which then stops the job itself. The job's
         # stdout goes to our stderr so that `--json` output stays clean.
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=2,
@@ -59,6 +64,7 @@ class Relay:
             self.conn = self._accept(server, authkey)
         except BaseException:
             self._stop()
+            shutil.rmtree(self.tmp, ignore_errors=True)
             raise
         finally:
             server.close()
@@ -154,6 +160,7 @@ class Relay:
         if not self.finished or self._wait(30) is None:
             self._stop()
             remove_segments(stale_segments(min_age=0) - self.shm_before)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _stop(self) -> None:
         if self.process.poll() is None:
