@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +20,10 @@ import runners
 ROOT = Path(__file__).resolve().parents[1]
 # Helpers that multiprocessing keeps for the life of the interpreter (not per pool): not orphans.
 INTERPRETER_HELPERS = ("resource_tracker", "forkserver")
+SYSTEM_TEMP = tempfile.gettempdir()
+# multiprocessing's own folder lives as long as this interpreter (the forkserver's socket is in it):
+# make it now, in the system's temp, not in the first test's private one.
+multiprocessing.util.get_temp_dir()
 
 
 def installed_backends() -> list[str]:
@@ -45,20 +52,37 @@ def _live_children() -> list[psutil.Process]:
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers():
-    """Every test must leave no child process and no new /dev/shm segment behind."""
+def no_leftovers(tmp_path_factory):
+    """Every test must leave no child process, no new /dev/shm segment and no temporary file behind.
+
+    Each test gets a TMPDIR of its own (inherited by every process it starts, CLI runs included), so
+    what a run leaves in it is this test's, whatever else runs on the machine at the same time."""
+    tmp_path_factory.getbasetemp()  # pytest's own folder: fixed on first use, so before TMPDIR changes
     shm_before = _shm()
     before = {p.pid for p in _live_children()}
-    yield
+    temp = tempfile.mkdtemp(prefix="rt-", dir=SYSTEM_TEMP)  # short: Ray's socket paths must fit 107 bytes
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = temp
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[0]
+        tempfile.tempdir = saved[1]
     deadline = time.monotonic() + 10
     while True:
         new = [p for p in _live_children() if p.pid not in before]
         if not new or time.monotonic() > deadline:
             break
         time.sleep(0.1)
+    left = sorted(os.listdir(temp))
+    shutil.rmtree(temp, ignore_errors=True)
     assert not new, f"processes left behind: {[(p.pid, p.cmdline()) for p in new]}"
     leaked = _shm() - shm_before
     assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
+    assert not left, f"temporary files left behind in TMPDIR: {left}"
 
 
 def tagged_processes(tag: str) -> list[psutil.Process]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import shutil
 import socket
 import sys
 import sysconfig
+import tempfile
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -114,8 +116,12 @@ class DaskBackend(Backend):
 
         # Loopback only; no dashboard unless asked. allowed-failures 0: the first worker death is
         # reported (as WorkerLost) at once, since retrying is the engine's decision, not dask's.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-            self._cluster = LocalCluster(
+        # Workers' scratch space (spilled data, locks) in a folder of this run's, removed at shut-down;
+        # dask's default, TMPDIR/dask-scratch-space, is left behind.
+        self._temp = tempfile.mkdtemp(prefix="runners-dask-")
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                              "temporary-directory": self._temp}):  # the scheduler's scratch space
+            self._cluster = LocalCluster(local_directory=self._temp,
                 n_workers=self.workers, threads_per_worker=1, processes=self.options.processes,
                 # threads talk in-process (inproc://), which takes no host
                 host=_host(self.options.bind) if self.options.processes else None,
@@ -206,6 +212,9 @@ class DaskBackend(Backend):
             client.close()
         if cluster is not None:  # only one we started: a joined cluster keeps running
             cluster.close()
+        temp, self._temp = getattr(self, "_temp", None), None
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def _host(ip: str) -> str:

@@ -6,9 +6,11 @@ import importlib.metadata
 import logging
 import os
 import secrets
+import shutil
 import socket
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -19,6 +21,7 @@ from runners import (
     Batch,
     BatchResult,
     ConfigError,
+    DriverInterrupt,
     ItemFailure,
     RunnersError,
     WorkerLost,
@@ -47,6 +50,9 @@ class RayOptions:
                                        "an installed package (runtime_env py_modules)")
     runtime_env: dict[str, Any] | None = param(
         None, help="a Ray runtime_env for the tasks (pip, env_vars, working_dir...)")
+    temp_dir: str | None = param(
+        None, help="folder for a private instance's session (logs, sockets), kept after the run; null: "
+                   "a folder of this run's, removed at shut-down")
     bind: str = param(LOOPBACK, help="address the private instance listens on: 127.0.0.1 only (Ray "
                                      "cannot listen on just one other address; see README, Security)")
 
@@ -124,10 +130,14 @@ class RayBackend(Backend):
         # task file's folder, the project) reach them this way, without a slow runtime_env.
         os.environ["PYTHONPATH"] = os.pathsep.join(_user_paths())
         ray_constants.ENABLE_RAY_CLUSTER = False
+        # Ray keeps every session's logs and sockets under /tmp/ray for good; a run's own folder is
+        # removed at shut-down unless the user asked for a place to keep them (to read the logs).
+        self._temp = None if self.options.temp_dir else tempfile.mkdtemp(
+            prefix="runners-ray-", dir=os.environ.get("RAY_TMPDIR"))  # short: sockets must fit 107 bytes
         try:
             self._connected = True
             ray.init(address="local", num_cpus=self.workers, num_gpus=0, include_dashboard=False,
-                     _node_ip_address=self.options.bind,
+                     _node_ip_address=self.options.bind, _temp_dir=self.options.temp_dir or self._temp,
                      object_store_memory=self.options.object_store_mb * 2**20,
                      runtime_env=self.options.runtime_env, **quiet)
         except Exception as exc:  # noqa: BLE001 - a failed start is one error to the user, whatever Ray raised
@@ -173,7 +183,14 @@ class RayBackend(Backend):
         return self._remote.remote(batch)
 
     def _collect(self, pending: dict[Any, Batch]) -> Iterator[BatchResult]:
-        done, _ = self._ray.wait(list(pending), num_returns=1)
+        try:
+            done, _ = self._ray.wait(list(pending), num_returns=1)
+        except SystemError as exc:
+            # Ray's wait checks for signals and lets through only KeyboardInterrupt: what another
+            # handler raises (SIGTERM, the run's time limit) comes out as a SystemError caused by it.
+            if isinstance(exc.__cause__, DriverInterrupt):
+                raise exc.__cause__ from None
+            raise
         for ref in done:
             yield self._outcome(ref, pending.pop(ref))
 
@@ -202,6 +219,9 @@ class RayBackend(Backend):
         if getattr(self, "_connected", False):
             self._connected = False
             self._ray.shutdown()  # a private instance stops; a joined cluster only loses this driver
+        temp, self._temp = getattr(self, "_temp", None), None
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def _raylet_messages_to_stderr() -> None:
