@@ -106,7 +106,7 @@ class MpiBackend(Backend):
         elif self.options.spawn:
             self._command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme],
                                             self.options.hostfile)
-            self._relay = Relay(self._command)
+            self._relay = Relay(self._command, 2 * self.workers)
         else:
             raise ConfigError("the mpi back-end needs MPI ranks (backend.spawn is false); run: "
                               + shlex.join(mpiexec_command(ranks, _this_command())))
@@ -144,7 +144,7 @@ class MpiBackend(Backend):
         while True:
             if self._relay.lost:
                 self._relay.close()
-                self._relay = Relay(self._command)
+                self._relay = Relay(self._command, 2 * self.workers)
             yield from self._relay.run(batches)
             if not self._relay.lost:
                 return

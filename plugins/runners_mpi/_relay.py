@@ -1,10 +1,10 @@
 """The driver's end of an mpiexec job that the back-end starts itself (no mpiexec around the driver).
 
-The job's rank 0 (`python -m runners_mpi`) connects back over loopback with a fresh random authkey and
-asks for batches one at a time ("next"); the driver answers with a batch, or None when there are no
-more, and receives each result, then "done". So the job's scheme pulls batches exactly as it would
-from the engine. The job then waits for "again" (another pass: retries, or a batch reusing it) or
-"close".
+The job's rank 0 (`python -m runners_mpi`) connects back over loopback with a fresh random authkey. The
+driver keeps it `window` batches ahead (a thread on rank 0 reads them as they come, so neither side's
+send can block the other's) and ends a pass with None; rank 0 sends each result, then "done". A job
+that had to ask for each batch would stall whenever the driver is busy with the values of the last
+one. The job then waits for "again" (another pass: retries, or a batch reusing it) or "close".
 """
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ HYDRA_SIGNALS = (6, 9, 11, 15)  # SIGABRT, SIGKILL, SIGSEGV, SIGTERM
 class Relay:
     """Starts `command` (an mpiexec line running `python -m runners_mpi`) and waits for its rank 0."""
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], window: int) -> None:
         self.command = command
+        self.window = window  # batches sent ahead of the job's results
         self.finished = False  # the current pass is over (the job waits for "again" or "close")
+        self.ended = False  # this pass's batches are all sent (None went last)
         self.lost = False
         self.shm_before = stale_segments(min_age=None)
         authkey = os.urandom(32)
@@ -92,8 +94,23 @@ class Relay:
         held: dict[int, Batch] = {}  # sent and not yet answered: what a lost rank takes with it
         if self.finished:
             self.conn.send("again")
-            self.finished = False
+            self.finished = self.ended = False
         while True:
+            while not self.ended and len(held) < self.window:
+                batch = next(batches, None)
+                try:
+                    self.conn.send(batch)
+                except (EOFError, OSError):
+                    break  # the job is gone: the recv below reports it
+                except Exception as exc:  # noqa: BLE001 - an item that does not pickle
+                    failure = ItemFailure(batch.start, batch.items[0], portable_exception(exc),
+                                          "".join(traceback.format_exception(exc)))
+                    yield BatchResult(batch.id, [], failure)
+                    return
+                if batch is None:
+                    self.ended = True
+                else:
+                    held[batch.id] = batch
             try:
                 kind, *payload = self.conn.recv()
             except (EOFError, OSError):
@@ -105,19 +122,6 @@ class Relay:
             elif kind == "done":
                 self.finished = True
                 return
-            else:  # "next"
-                batch = next(batches, None)
-                try:
-                    self.conn.send(batch)
-                except (EOFError, OSError):
-                    pass  # the job is gone: the next recv reports it
-                except Exception as exc:  # noqa: BLE001 - an item that does not pickle
-                    failure = ItemFailure(batch.start, batch.items[0], portable_exception(exc),
-                                          "".join(traceback.format_exception(exc)))
-                    yield BatchResult(batch.id, [], failure)
-                    return
-                if batch is not None:
-                    held[batch.id] = batch
 
     def _lost(self, held: dict[int, Batch], batches: Iterator[Batch]) -> Iterator[BatchResult]:
         """One WorkerLost per batch the job took with it (so the engine can retry each on a new job)."""
@@ -146,12 +150,12 @@ class Relay:
     def close(self) -> None:
         """Let the job finish what it holds (briefly, after an error), then make sure it is gone."""
         try:
+            if not self.finished and not self.ended:
+                self.conn.send(None)  # no more batches: the job ends its pass after what it holds
+                self.ended = True
             deadline = time.monotonic() + DRAIN_SECONDS
             while not self.finished and self.conn.poll(max(0.0, deadline - time.monotonic())):
-                kind = self.conn.recv()[0]
-                if kind == "next":
-                    self.conn.send(None)
-                self.finished = kind == "done"
+                self.finished = self.conn.recv()[0] == "done"
             if self.finished:
                 self.conn.send("close")
         except (EOFError, OSError):

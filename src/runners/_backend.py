@@ -16,7 +16,7 @@ import pickle
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
 from dataclasses import dataclass, field
 from itertools import islice
@@ -37,7 +37,7 @@ class Batch:
     id: int
     fn: Callable[[Any], Any]
     start: int
-    items: list[Any]
+    items: Sequence[Any]  # a list, or a range when the task's items are one (tiny to send)
     timeout: float | None = None  # per item; honoured by back-ends with `enforces_timeout`
 
 

@@ -364,7 +364,9 @@ class Batcher:
         stream = None if sequence is not None else iter(self.items)
         while True:
             size = self.next_size()
-            if sequence is not None:
+            if isinstance(sequence, range):
+                chunk: Sequence[Any] = sequence[self.issued:self.issued + size]  # a range: pickles in bytes
+            elif sequence is not None:
                 chunk = list(sequence[self.issued:self.issued + size])
             else:
                 chunk = list(islice(stream, size))
