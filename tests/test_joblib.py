@@ -103,3 +103,12 @@ def test_bad_options_are_usage_errors_naming_the_choices(setting, needles):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     for needle in needles:
         assert needle in done.stderr, done.stderr
+
+
+def test_the_ray_bridge_never_starts_a_ray_that_listens_everywhere(monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    done = run_cli("exec", "tiny", "--backend", "joblib", "--set", "backend.inner=ray", timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "backend.inner=ray" in done.stderr and "--backend ray" in done.stderr
+    assert "Traceback" not in done.stderr

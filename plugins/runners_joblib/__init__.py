@@ -37,7 +37,8 @@ STREAMING = ("loky", "threading", "dask")
 @dataclass(frozen=True)
 class JoblibOptions:
     inner: Literal["loky", "threading", "multiprocessing", "dask", "ray"] = param(
-        "loky", help="joblib's own back-end; dask and ray start a private local instance on 127.0.0.1")
+        "loky", help="joblib's own back-end; dask starts a private local instance on 127.0.0.1, ray "
+                     "uses a Ray already running (this process's, or the cluster at RAY_ADDRESS)")
     batch_size: int | Literal["auto"] = param(
         "auto", min=1, help="runners batches joblib sends per dispatch; auto: joblib grows it while "
         "dispatches take under 0.2 s (runners already sized each batch, so 1 turns this off)")
@@ -85,10 +86,14 @@ class JoblibBackend(Backend):
     def _start_dask(self) -> None:
         import logging
 
+        import dask
         from distributed import Client, LocalCluster
 
-        self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, host="127.0.0.1",
-                                     dashboard_address=None, silence_logs=logging.ERROR)
+        # dask's scratch space goes to this run's folder too (its default is left in TMPDIR)
+        with dask.config.set({"temporary-directory": self._temp}):
+            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, host="127.0.0.1",
+                                         dashboard_address=None, silence_logs=logging.ERROR,
+                                         local_directory=self._temp)
         self._client = Client(self._cluster, set_as_default=False)
         self._config["client"] = self._client
 
@@ -98,10 +103,17 @@ class JoblibBackend(Backend):
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         register_ray()
-        if not ray.is_initialized():  # a Ray the caller started is theirs to keep
-            ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, _node_ip_address="127.0.0.1")
-            self._ray_started = True
+        if ray.is_initialized():  # a Ray the caller started is theirs to keep
+            return
+        # A Ray that ray.init starts here would listen on every interface: the ray back-end takes the
+        # care a private instance needs (loopback, token), so this bridge only joins a running Ray.
+        if not os.environ.get("RAY_ADDRESS"):
+            raise ConfigError(
+                "backend.inner=ray: runners does not start Ray for joblib's bridge (it would listen on "
+                "every interface); use --backend ray for a private instance, or start Ray yourself "
+                "(`ray start --head`) and set RAY_ADDRESS to join it")
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, configure_logging=False)
+        self._ray_started = True  # our connection to close; the cluster stays up
 
     def _parallel(self, return_as: str) -> Any:
         from joblib import Parallel, parallel_config
