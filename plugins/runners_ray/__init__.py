@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
-import secrets
 import shutil
-import socket
-import sys
-import sysconfig
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +24,8 @@ from runners import (
     portable_exception,
     run_batch,
 )
+
+from ._setup import probe, raylet_messages_to_stderr, use_token_auth, user_modules, user_paths
 
 OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 MIN_RAY = (2, 52)  # token authentication and the 2025 security fixes
@@ -73,6 +70,10 @@ class RayOptions:
             "backend.address")
 
 
+def _ready() -> bool:
+    return True  # unpickling this function imports runners_ray, and so runners, on the worker
+
+
 def run_on_node(batch: Batch) -> BatchResult:
     """What a Ray worker runs: the batch, labelled with the Ray node that ran it."""
     import ray
@@ -101,7 +102,7 @@ class RayBackend(Backend):
                               "pip install -U 'ray[default]>=2.52'")
         self._ray = ray
         self._connected = False
-        _raylet_messages_to_stderr()
+        raylet_messages_to_stderr()
         address = self.options.address or os.environ.get("RAY_ADDRESS") or "local"
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
         if ray.is_initialized():
@@ -117,6 +118,10 @@ class RayBackend(Backend):
         self._task_options = {"num_cpus": self.options.num_cpus, "max_retries": self.options.max_retries,
                               "retry_exceptions": False}
         self._remote = ray.remote(run_on_node).options(**self._task_options)
+        # Every worker imports runners (~0.3 s) now, as part of start-up, instead of in its first batch:
+        # one task per CPU, all at once, so each lands on a worker of its own.
+        ready = ray.remote(_ready).options(num_cpus=self.options.num_cpus or 1)
+        ray.get([ready.remote() for _ in range(cpus)])
 
     def _start_private(self, ray: ModuleType, quiet: dict[str, Any]) -> None:
         from ray._private import ray_constants
@@ -125,10 +130,10 @@ class RayBackend(Backend):
         # unless it believes multi-node clusters are off: then every process binds to loopback.
         saved_env = {k: os.environ.get(k) for k in ("PYTHONPATH",)}
         saved_flag = ray_constants.ENABLE_RAY_CLUSTER
-        _use_token_auth()
+        use_token_auth()
         # The raylet passes its environment to the workers it forks: the driver's own folders (the
         # task file's folder, the project) reach them this way, without a slow runtime_env.
-        os.environ["PYTHONPATH"] = os.pathsep.join(_user_paths())
+        os.environ["PYTHONPATH"] = os.pathsep.join(user_paths())
         ray_constants.ENABLE_RAY_CLUSTER = False
         # Ray keeps every session's logs and sockets under /tmp/ray for good; a run's own folder is
         # removed at shut-down unless the user asked for a place to keep them (to read the logs).
@@ -152,11 +157,11 @@ class RayBackend(Backend):
 
     def _join(self, ray: ModuleType, address: str, quiet: dict[str, Any]) -> None:
         # Ray itself retries an address that does not answer for minutes; a TCP probe fails fast.
-        _probe(address, self.options.connect_timeout)
+        probe(address, self.options.connect_timeout)
         env = dict(self.options.runtime_env or {})
         # The task (a file of the user's, already imported by now) must reach the other machines;
         # Ray accepts local modules to upload only here, for the whole job, not per task.
-        modules = _user_modules() if self.options.ship_code else []
+        modules = user_modules() if self.options.ship_code else []
         if modules:
             env["py_modules"] = [*env.get("py_modules", []), *modules]
         try:
@@ -222,88 +227,6 @@ class RayBackend(Backend):
         temp, self._temp = getattr(self, "_temp", None), None
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
-
-
-def _raylet_messages_to_stderr() -> None:
-    """Ray prints the errors its raylets publish ("a worker died...") on the driver's stdout, whatever
-    log_to_driver says, which corrupts `runners exec --json`; they are diagnostics, so send them to
-    stderr. The lost worker itself is still reported as WorkerLost."""
-    from ray._private import worker
-
-    original = worker.print_to_stdstream
-    if getattr(original, "runners_stderr", False):
-        return
-
-    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
-        original({**data, "is_err": True}, ignore_prefix)
-
-    to_stderr.runners_stderr = True  # type: ignore[attr-defined]
-    worker.print_to_stdstream = to_stderr
-
-
-def _use_token_auth() -> None:
-    """Make Ray's token authentication use a random token of this process, not one written to ~/.ray.
-
-    Ray (2.52+) turns token authentication on for a cluster that ray.init starts, unless RAY_AUTH_MODE
-    says otherwise; a token the user already has (environment or ~/.ray/auth_token) wins. The token
-    stays in the environment for the life of the process because Ray caches it on first use.
-    """
-    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
-        return
-    if {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
-        return
-    if not os.path.exists(os.path.expanduser("~/.ray/auth_token")):
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-
-
-def _probe(address: str, timeout: float) -> None:
-    """Fail within `timeout` seconds, naming `address`, when nothing listens there."""
-    target = address.split("://", 1)[-1]
-    if target == "auto" or ":" not in target:
-        return  # Ray finds the address itself and fails fast when there is none
-    host, _, port = target.rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except (OSError, ValueError) as exc:
-        raise RunnersError(
-            f"ray: no Ray cluster answers at {address!r} within {timeout:g} s ({exc}); start one with "
-            "`ray start --head` there, or fix backend.address"
-        ) from exc
-
-
-def _installed_roots() -> set[str]:
-    paths = sysconfig.get_paths()
-    return {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-
-
-def _user_paths() -> list[str]:
-    """Folders on the driver's sys.path that a fresh interpreter of this environment lacks."""
-    roots = _installed_roots()
-    found = []
-    for entry in sys.path:
-        path = os.path.realpath(entry or os.getcwd())
-        if os.path.isdir(path) and not any(path.startswith(r) for r in roots) and path not in found:
-            found.append(path)
-    return found
-
-
-def _user_modules() -> list[str]:
-    """Files (or package folders) of the imported top-level modules that are the user's own code:
-    found through the driver's own sys.path folders, not installed by any distribution."""
-    installed = set(importlib.metadata.packages_distributions())
-    roots, folders = _installed_roots(), _user_paths()
-    found = []
-    for name, module in list(sys.modules.items()):
-        source = getattr(module, "__file__", None)
-        if "." in name or name.startswith(("_", "runners")) or name in installed or not source:
-            continue
-        source = os.path.realpath(source)
-        inside = any(source.startswith(f + os.sep) for f in folders)
-        if not inside or any(source.startswith(r) for r in roots):
-            continue
-        package = getattr(module, "__path__", None)
-        found.append(os.path.realpath(next(iter(package))) if package else source)
-    return found
 
 
 def _version(text: str) -> tuple[int, ...]:

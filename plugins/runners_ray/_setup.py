@@ -1,0 +1,96 @@
+"""What the ray back-end does to the driver's process and environment around Ray itself: token auth,
+Ray's stdout, the user's code for other machines, and probing an address before Ray retries it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import secrets
+import socket
+import sys
+import sysconfig
+from typing import Any
+
+from runners import RunnersError
+
+
+def raylet_messages_to_stderr() -> None:
+    """Ray prints the errors its raylets publish ("a worker died...") on the driver's stdout, whatever
+    log_to_driver says, which corrupts `runners exec --json`; they are diagnostics, so send them to
+    stderr. The lost worker itself is still reported as WorkerLost."""
+    from ray._private import worker
+
+    original = worker.print_to_stdstream
+    if getattr(original, "runners_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.runners_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
+
+
+def use_token_auth() -> None:
+    """Make Ray's token authentication use a random token of this process, not one written to ~/.ray.
+
+    Ray (2.52+) turns token authentication on for a cluster that ray.init starts, unless RAY_AUTH_MODE
+    says otherwise; a token the user already has (environment or ~/.ray/auth_token) wins. The token
+    stays in the environment for the life of the process because Ray caches it on first use.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
+        return
+    if not os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+def probe(address: str, timeout: float) -> None:
+    """Fail within `timeout` seconds, naming `address`, when nothing listens there."""
+    target = address.split("://", 1)[-1]
+    if target == "auto" or ":" not in target:
+        return  # Ray finds the address itself and fails fast when there is none
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise RunnersError(
+            f"ray: no Ray cluster answers at {address!r} within {timeout:g} s ({exc}); start one with "
+            "`ray start --head` there, or fix backend.address"
+        ) from exc
+
+
+def _installed_roots() -> set[str]:
+    paths = sysconfig.get_paths()
+    return {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+
+
+def user_paths() -> list[str]:
+    """Folders on the driver's sys.path that a fresh interpreter of this environment lacks."""
+    roots = _installed_roots()
+    found = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        if os.path.isdir(path) and not any(path.startswith(r) for r in roots) and path not in found:
+            found.append(path)
+    return found
+
+
+def user_modules() -> list[str]:
+    """Files (or package folders) of the imported top-level modules that are the user's own code:
+    found through the driver's own sys.path folders, not installed by any distribution."""
+    installed = set(importlib.metadata.packages_distributions())
+    roots, folders = _installed_roots(), user_paths()
+    found = []
+    for name, module in list(sys.modules.items()):
+        source = getattr(module, "__file__", None)
+        if "." in name or name.startswith(("_", "runners")) or name in installed or not source:
+            continue
+        source = os.path.realpath(source)
+        inside = any(source.startswith(f + os.sep) for f in folders)
+        if not inside or any(source.startswith(r) for r in roots):
+            continue
+        package = getattr(module, "__path__", None)
+        found.append(os.path.realpath(next(iter(package))) if package else source)
+    return found
