@@ -25,8 +25,6 @@ Not run for every back-end, and why:
 - pickling, a large payload, nested pools: back-ends whose items leave the runner's process; an
   in-process back-end never pickles an item (the cases would only show that it works).
 - a retried per-item timeout: only back-ends that enforce timeouts (the others refuse `--timeout`).
-- KNOWN_BUGS: (case, back-end) pairs that fail today because of a bug in the back-end; reported as
-  xfail with the bug and not run (a hang would cost the subprocess timeout, a leak the next test).
 - MPI under a user's own mpiexec: tests/test_mpi.py (how mpi is launched); here the mpi back-end
   starts its own mpiexec, as a plain `runners exec` does.
 """
@@ -49,7 +47,6 @@ import pytest
 
 import runners
 from tests.conftest import ROOT, installed_backends, run_cli, tagged_processes
-from tests.test_mpi import mpich_segments_swept  # noqa: F401 - sweeps a killed MPICH job's segment
 from tests.test_ray import cluster  # noqa: F401 - the two-node Ray cluster fixture, reused
 
 BACKENDS = installed_backends()
@@ -110,42 +107,6 @@ def matrix(*, methods: bool = False, skip: tuple[str, ...] = (), only=None) -> l
 
 
 HEAVY = ("ray",)  # see the module docstring
-
-# Cases a back-end fails today because of a bug in it, found by this matrix: not run (a hang costs the
-# full subprocess timeout, a leak fails the next test's checks), listed as xfail with the bug. Fix the
-# back-end, then delete its line here.
-KNOWN_BUGS = {
-    ("fail_fast", "mpi"): "mpi: fail-fast waits for the items already running on the ranks (31 s "
-                          "with 30-s items) instead of stopping the job it started",
-    ("QUIET_EXIT", "mpi"): "mpi: os._exit(0) on a rank is reported as 'mpiexec exited with code 0', "
-                           "not EXIT(0), and names item 2 while item 3 ran the exit",
-    ("unpicklable_item", "mpi"): "mpi: an unpicklable item is 'raised AttributeError: Can't pickle local "
-                                 "object', not 'item 2 (function) cannot be pickled' with the fix",
-    ("explodes_on_load", "mpi"): "mpi: an argument whose unpickling raises on a rank can hang the run "
-                                 "(120-s subprocess timeout) or be retried as a lost worker",
-    ("explodes_on_load", "joblib"): "joblib: an argument whose unpickling raises is a lost worker "
-                                    "('A task has failed to un-serialize'), retried 3 times, without "
-                                    "the child's message",
-    ("runner_killed", "joblib"): "joblib: loky workers outlive a SIGKILLed runner (processes left)",
-    ("runner_killed", "mpi"): "mpi: the mpiexec job outlives a SIGKILLed runner (processes left)",
-    ("nested_pool", "joblib"): "joblib: a pool started inside a loky worker is not refused",
-    ("nested_pool", "dask"): "dask: a pool started inside a dask worker is not refused",
-    ("nested_pool", "mpi"): "mpi: a pool started inside an MPI rank is not refused",
-}
-
-
-def known_bug(case: str, backend: str) -> None:
-    if (case, backend) in KNOWN_BUGS:
-        pytest.xfail(KNOWN_BUGS[case, backend])
-
-
-@pytest.fixture(autouse=True)
-def mpich_segments(request):
-    """A SIGKILLed MPICH job leaves its /dev/shm segment, which the next run's start-up sweep removes
-    once a minute old: for the mpi rows, at once (tests/test_mpi.py's fixture)."""
-    params = getattr(request.node, "callspec", None)
-    if params is not None and params.params.get("backend") == "mpi":
-        request.getfixturevalue("mpich_segments_swept")
 ITEMS_LEAVE_RUNNER = {"only": lambda e: not e.in_runner}
 
 
@@ -338,7 +299,6 @@ SHORT = 3.0  # for back-ends that cannot stop a running item: it must be waited 
 
 @pytest.mark.parametrize(("backend", "method"), matrix())
 def test_fail_fast_cancels_long_pending_items_quickly(backend, method, items, fault_env):
-    known_bug("fail_fast", backend)
     stops = expect(backend).stops_running
     delay = LONG if stops else SHORT
     listed = json.dumps([[i, 0.0 if i == 0 else delay] for i in range(100)])
@@ -407,7 +367,6 @@ def test_lost_worker_is_retried_on_a_fresh_one_and_the_answer_is_right(backend, 
                                                     ("QUIET_EXIT", "EXIT(0)", 0)])
 def test_crashes_name_how_the_worker_died_and_never_pass_as_success(backend, method, task, how, code,
                                                                      items, fault_env):
-    known_bug(task, backend)
     done = run_cli(*exec_args(items, task, backend, method, "--set", "n=6", "--retries", "0", "--json"),
                    timeout=120, env=fault_env)
     if expect(backend).in_runner:
@@ -433,7 +392,6 @@ def test_poison_item_is_retried_then_fails_saying_how_often(backend, method, ite
 
 @pytest.mark.parametrize(("backend", "method"), matrix(skip=HEAVY, **ITEMS_LEAVE_RUNNER))
 def test_unpicklable_argument_names_the_item_and_its_type(backend, method, items, fault_env):
-    known_bug("unpicklable_item", backend)
     done = run_cli(*exec_args(items, "UNPICKLABLE_ITEM", backend, method, "--chunksize", "4", "--json"),
                    timeout=120, env=fault_env)
     if expect(backend).cloudpickle:  # a lambda travels by value: the run succeeds
@@ -446,7 +404,6 @@ def test_unpicklable_argument_names_the_item_and_its_type(backend, method, items
 @pytest.mark.parametrize(("backend", "method"), matrix(skip=HEAVY, **ITEMS_LEAVE_RUNNER))
 def test_argument_that_fails_to_unpickle_in_the_worker_is_an_error_not_a_hang(backend, method, items,
                                                                               fault_env):
-    known_bug("explodes_on_load", backend)
     done = run_cli(*exec_args(items, "EXPLODES_ON_LOAD", backend, method), timeout=120, env=fault_env)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "refuses to be unpickled" in done.stderr, done.stderr
@@ -584,7 +541,6 @@ def test_ctrl_c_and_sigterm_exit_quickly_and_clean(backend, method, sig, code, s
 
 @pytest.mark.parametrize(("backend", "method"), matrix(methods=True))
 def test_workers_exit_on_their_own_when_the_runner_is_sigkilled(backend, method, items, tmp_path, fault_env):
-    known_bug("runner_killed", backend)
     started, flag, listed = held_items(tmp_path, 4)
     proc, tag = start_runner(*exec_args(items, "WAIT", backend, method, "--chunksize", "1",
                                         "--set", f"items={listed}"), env=fault_env)
@@ -602,7 +558,6 @@ def test_workers_exit_on_their_own_when_the_runner_is_sigkilled(backend, method,
 
 @pytest.mark.parametrize(("backend", "method"), matrix(skip=HEAVY, **ITEMS_LEAVE_RUNNER))
 def test_a_pool_inside_a_worker_is_refused_and_blas_is_capped(backend, method, items, fault_env):
-    known_bug("nested_pool", backend)
     refusal = run_cli(*exec_args(items, "NESTED_POOL", backend, method, "--set", "items=[0]", "--json"),
                       timeout=120, env=fault_env)
     assert refusal.returncode == 0, refusal.stderr
