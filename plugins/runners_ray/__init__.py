@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -23,6 +22,7 @@ from runners import (
     param,
     portable_exception,
     run_batch,
+    scratch_folder,
 )
 
 from ._setup import probe, raylet_messages_to_stderr, use_token_auth, user_modules, user_paths
@@ -137,8 +137,8 @@ class RayBackend(Backend):
         ray_constants.ENABLE_RAY_CLUSTER = False
         # Ray keeps every session's logs and sockets under /tmp/ray for good; a run's own folder is
         # removed at shut-down unless the user asked for a place to keep them (to read the logs).
-        self._temp = None if self.options.temp_dir else tempfile.mkdtemp(
-            prefix="runners-ray-", dir=os.environ.get("RAY_TMPDIR"))  # short: sockets must fit 107 bytes
+        self._temp = None if self.options.temp_dir else scratch_folder(  # short: sockets fit 107 bytes
+            "ray", os.environ.get("RAY_TMPDIR"))
         try:
             self._connected = True
             ray.init(address="local", num_cpus=self.workers, num_gpus=0, include_dashboard=False,

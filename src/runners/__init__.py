@@ -39,6 +39,7 @@ from ._errors import (
 )
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report
+from ._scratch import scratch_folder, sweep_scratch
 from ._shared import SharedArray
 from ._task import Task, Verdict, item_seed, param
 
@@ -91,8 +92,10 @@ __all__ = [
     "run_batch_file",
     "run_on",
     "run_pickled_batch",
+    "scratch_folder",
     "signal_name",
     "stream_futures",
+    "sweep_scratch",
     "task_names",
     "usable_cpus",
 ]
