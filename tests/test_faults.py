@@ -115,16 +115,6 @@ HEAVY = ("ray",)  # see the module docstring
 # full subprocess timeout, a leak fails the next test's checks), listed as xfail with the bug. Fix the
 # back-end, then delete its line here.
 KNOWN_BUGS = {
-    ("fail_fast", "mpi"): "mpi: fail-fast waits for the items already running on the ranks (31 s "
-                          "with 30-s items) instead of stopping the job it started",
-    ("QUIET_EXIT", "mpi"): "mpi: os._exit(0) on a rank is reported as 'mpiexec exited with code 0', "
-                           "not EXIT(0), and names item 2 while item 3 ran the exit",
-    ("unpicklable_item", "mpi"): "mpi: an unpicklable item is 'raised AttributeError: Can't pickle local "
-                                 "object', not 'item 2 (function) cannot be pickled' with the fix",
-    ("explodes_on_load", "mpi"): "mpi: an argument whose unpickling raises on a rank can hang the run "
-                                 "(120-s subprocess timeout) or be retried as a lost worker",
-    ("runner_killed", "mpi"): "mpi: the mpiexec job outlives a SIGKILLed runner (processes left)",
-    ("nested_pool", "mpi"): "mpi: a pool started inside an MPI rank is not refused",
 }
 
 

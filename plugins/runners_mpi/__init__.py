@@ -23,6 +23,7 @@ from typing import Any, Literal
 from runners import Backend, Batch, BatchResult, ConfigError, param
 
 from ._relay import Relay
+from ._schemes import Parcel, limit_worker, outcome, parcels
 from ._shm import remove_segments, stale_segments
 
 # Set by the launchers that start MPI processes (hydra/MPICH, PMIx/Open MPI): we run under mpiexec.
@@ -120,6 +121,7 @@ class MpiBackend(Backend):
             self._scheme = SCHEMES[self.options.scheme](MPI.COMM_WORLD)
             self.workers = self._scheme.workers  # the ranks decide, not --workers
             return
+        limit_worker()  # this rank only runs items: no nested pools, one BLAS thread
         try:
             code = SCHEMES[self.options.scheme](MPI.COMM_WORLD).serve()
         except KeyboardInterrupt:  # mpiexec forwards Ctrl-C to every rank; rank 0 reports it
@@ -128,6 +130,7 @@ class MpiBackend(Backend):
             import traceback
 
             traceback.print_exc()
+            code = 1  # Abort does not return, but should it, leave with a failure
             MPI.COMM_WORLD.Abort(1)
         # Leave the way rank 0 does, through the CLI (which lets SystemExit pass silently); MPI is
         # finalised at interpreter exit as usual.
@@ -136,6 +139,24 @@ class MpiBackend(Backend):
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         if self._relay is not None:
             return self._run_spawned(batches)
+        return self._run_here(batches)
+
+    def _run_here(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+        """Batches on the ranks of the surrounding mpiexec, pickled here (see `_schemes`)."""
+        held: dict[int, Batch] = {}
+        refused: list[BatchResult] = []  # batches that do not pickle: their errors, in order
+        results = self._scheme.run(parcels(batches, held, refused))
+        try:
+            for result in results:
+                while refused:
+                    yield refused.pop(0)
+                yield outcome(held.pop(result.batch_id), result)
+            yield from refused
+        finally:
+            results.close()  # at once, so that the scheme takes what its ranks still send
+
+    def run_parcels(self, batches: Iterator[Parcel]) -> Iterator[BatchResult]:
+        """Batches the driver pickled (in the job it started, see `__main__`), run by the scheme."""
         return self._scheme.run(batches)
 
     def _run_spawned(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:

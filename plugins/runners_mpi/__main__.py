@@ -14,34 +14,32 @@ from collections.abc import Iterator
 from multiprocessing.connection import Client, Connection
 from typing import Any
 
-from runners import Batch
-
 from . import MpiBackend, MpiOptions
 from ._relay import ADDRESS, AUTHKEY
-
-GONE = object()  # the driver closed the connection
+from ._schemes import Parcel
 
 
 def read_all(conn: Connection, inbox: queue.Queue[Any]) -> None:
     """Move every message from the driver into `inbox` as it arrives, so the driver never waits on
-    this rank to read (it sends batches ahead) while this rank waits on the driver to read results."""
+    this rank to read (it sends batches ahead) while this rank waits on the driver to read results.
+
+    A driver that vanishes without "close" (SIGKILLed, or giving up on this job after an error) ends
+    the whole job at once, even while an item runs: mpiexec stops every rank when one exits early.
+    """
     try:
         while True:
-            inbox.put(conn.recv())
+            message = conn.recv()
+            inbox.put(message)
+            if isinstance(message, str) and message == "close":
+                return
     except (EOFError, OSError):
-        inbox.put(GONE)
+        pass
+    os._exit(1)
 
 
-def received(inbox: queue.Queue[Any]) -> Any:
-    message = inbox.get()
-    if message is GONE:
-        raise EOFError("the driver closed the connection")
-    return message
-
-
-def batches(inbox: queue.Queue[Any]) -> Iterator[Batch]:
-    while (batch := received(inbox)) is not None:
-        yield batch
+def batches(inbox: queue.Queue[Any]) -> Iterator[Parcel]:
+    while (parcel := inbox.get()) is not None:
+        yield parcel
 
 
 def main() -> None:
@@ -52,10 +50,10 @@ def main() -> None:
             inbox: queue.Queue[Any] = queue.Queue()
             threading.Thread(target=read_all, args=(conn, inbox), daemon=True).start()
             while True:  # one pass per engine call of run(); the driver ends with "close"
-                for result in backend.run(batches(inbox)):
+                for result in backend.run_parcels(batches(inbox)):
                     conn.send(("result", result))
                 conn.send(("done",))
-                if received(inbox) != "again":
+                if inbox.get() != "again":
                     break
 
 

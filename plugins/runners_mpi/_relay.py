@@ -15,22 +15,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
-from runners import (
-    Batch,
-    BatchResult,
-    ItemFailure,
-    RunnersError,
-    WorkerLost,
-    portable_exception,
-    signal_name,
-)
+from runners import Batch, BatchResult, RunnersError, WorkerLost, scratch_folder, signal_name
 
+from ._schemes import WORKER_ENVIRONMENT, outcome, parcels
 from ._shm import remove_segments, stale_segments
 
 ADDRESS = "RUNNERS_MPI_ADDRESS"
@@ -53,9 +44,11 @@ class Relay:
         authkey = os.urandom(32)
         server = socket.create_server(("127.0.0.1", 0))
         # mpiexec leaves files in TMPDIR when it is stopped (hydra's hwloc topology): give the job a
-        # folder of its own, removed with it.
-        self.tmp = tempfile.mkdtemp(prefix="runners-mpi-")
-        env = {**os.environ, ADDRESS: f"127.0.0.1:{server.getsockname()[1]}", AUTHKEY: authkey.hex(),
+        # folder of its own, removed with it (or, after a SIGKILLed driver, by the next run's sweep).
+        self.tmp = scratch_folder("mpi")
+        # Every rank only runs items: the limits of a pool worker (no nested pools, one BLAS thread).
+        env = {**os.environ, **WORKER_ENVIRONMENT,
+               ADDRESS: f"127.0.0.1:{server.getsockname()[1]}", AUTHKEY: authkey.hex(),
                # ranks import what the driver imported, task files included (their folder is on sys.path)
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TMPDIR": self.tmp}
         # Own session: Ctrl-C reaches the driver only, which then stops the job itself. The job's
@@ -92,33 +85,30 @@ class Relay:
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         held: dict[int, Batch] = {}  # sent and not yet answered: what a lost rank takes with it
+        refused: list[BatchResult] = []  # batches that do not pickle: never sent, their errors
+        # Pickled here and unpickled only on the rank that runs them (see `_schemes`).
+        sendable = parcels(batches, held, refused)
         if self.finished:
             self.conn.send("again")
             self.finished = self.ended = False
         while True:
             while not self.ended and len(held) < self.window:
-                batch = next(batches, None)
+                parcel = next(sendable, None)
                 try:
-                    self.conn.send(batch)
+                    self.conn.send(parcel)
                 except (EOFError, OSError):
                     break  # the job is gone: the recv below reports it
-                except Exception as exc:  # noqa: BLE001 - an item that does not pickle
-                    failure = ItemFailure(batch.start, batch.items[0], portable_exception(exc),
-                                          "".join(traceback.format_exception(exc)))
-                    yield BatchResult(batch.id, [], failure)
-                    return
-                if batch is None:
-                    self.ended = True
-                else:
-                    held[batch.id] = batch
+                self.ended = parcel is None
+            while refused:
+                yield refused.pop(0)
             try:
                 kind, *payload = self.conn.recv()
             except (EOFError, OSError):
                 yield from self._lost(held, batches)
                 return
             if kind == "result":
-                held.pop(payload[0].batch_id, None)
-                yield payload[0]
+                batch = held.pop(payload[0].batch_id, None)
+                yield outcome(batch, payload[0]) if batch is not None else payload[0]
             elif kind == "done":
                 self.finished = True
                 return
@@ -133,7 +123,9 @@ class Relay:
         code = self._wait(10)
         remove_segments(stale_segments(min_age=0) - self.shm_before)  # MPICH's, left by the dead job
         exitcode = code
-        if code is None:
+        if code == 0:  # every rank exited 0, yet the job ended mid-pass: a rank left early, os._exit(0)
+            state = "a rank exited early with EXIT(0); mpiexec exited with code 0"
+        elif code is None:
             state = "mpiexec is still running"
         elif code < 0:
             state = f"mpiexec was killed by {signal_name(code)}"
@@ -142,8 +134,9 @@ class Relay:
             state = f"mpiexec exited with code {code}: a rank was killed by {signal_name(-code)}"
         else:
             state = f"mpiexec exited with code {code}"
+        # Which rank held which batch is not known here: each error names every batch in flight.
+        items = sorted(i for b in held.values() for i in range(b.start, b.start + len(b.items)))
         for batch in held.values():
-            items = list(range(batch.start, batch.start + len(batch.items)))
             lost = WorkerLost(f"an MPI rank ended abnormally ({state})", "mpi", items, exitcode=exitcode)
             yield BatchResult(batch.id, [], lost)
 
