@@ -566,6 +566,34 @@ def test_ctrl_c_and_sigterm_exit_quickly_and_clean(backend, method, sig, code, s
     assert_nothing_left(tag)
 
 
+@pytest.mark.parametrize(("backend", "method"), matrix())
+def test_run_timeout_stops_the_whole_run_and_says_what_finished(backend, method, items, tmp_path, fault_env):
+    limit = 2.0
+    started, flag, listed = held_items(tmp_path, 8)
+    proc, tag = start_runner(*exec_args(items, "WAIT", backend, method, "--chunksize", "1",
+                                        "--run-timeout", str(limit), "--set", f"items={listed}"),
+                             env=fault_env)
+    try:
+        wait_for(lambda: any(started.iterdir()), proc, "an item start", timeout=120)
+        began = time.monotonic()
+        if not expect(backend).stops_running:
+            # A thread cannot be stopped: past the limit the run waits for its running items.
+            time.sleep(limit + 2)
+            assert proc.poll() is None, f"{backend} cannot stop a running item, yet it exited"
+            flag.unlink()
+        _, err = proc.communicate(timeout=120)
+        elapsed = time.monotonic() - began
+    finally:
+        flag.unlink(missing_ok=True)
+        stop(proc)
+    assert proc.returncode == 1, err
+    assert f"longer than its limit of {limit:g} s (run_timeout)" in err, err
+    assert "of 8 items finished" in err and "Traceback" not in err, err
+    assert elapsed < limit + expect(backend).startup, elapsed  # the limit, then shut-down
+    assert len(list(started.iterdir())) < 8  # pending items were cancelled, not run
+    assert_nothing_left(tag)
+
+
 @pytest.mark.parametrize(("backend", "method"), matrix(methods=True))
 def test_workers_exit_on_their_own_when_the_runner_is_sigkilled(backend, method, items, tmp_path, fault_env):
     known_bug("runner_killed", backend)

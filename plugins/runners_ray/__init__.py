@@ -30,6 +30,7 @@ from ._setup import probe, raylet_messages_to_stderr, use_token_auth, user_modul
 OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 MIN_RAY = (2, 52)  # token authentication and the 2025 security fixes
 LOOPBACK = "127.0.0.1"
+WAIT_SECONDS = 0.2  # how long one ray.wait may hold the driver away from its signal handlers
 
 
 @dataclass(frozen=True)
@@ -188,14 +189,17 @@ class RayBackend(Backend):
         return self._remote.remote(batch)
 
     def _collect(self, pending: dict[Any, Batch]) -> Iterator[BatchResult]:
-        try:
-            done, _ = self._ray.wait(list(pending), num_returns=1)
-        except SystemError as exc:
-            # Ray's wait checks for signals and lets through only KeyboardInterrupt: what another
-            # handler raises (SIGTERM, the run's time limit) comes out as a SystemError caused by it.
-            if isinstance(exc.__cause__, DriverInterrupt):
-                raise exc.__cause__ from None
-            raise
+        done: list[Any] = []
+        while not done:
+            try:
+                # Waits are short: Ray's wait lets only KeyboardInterrupt out while it waits, so what
+                # another signal handler raised (SIGTERM, the run's time limit) surfaces when it returns,
+                # as a SystemError caused by it.
+                done, _ = self._ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
+            except SystemError as exc:
+                if isinstance(exc.__cause__, DriverInterrupt):
+                    raise exc.__cause__ from None
+                raise
         for ref in done:
             yield self._outcome(ref, pending.pop(ref))
 
