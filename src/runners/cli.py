@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import signal
 import sys
+import threading
+import time
 import typing
 from typing import Any
 
@@ -152,19 +156,44 @@ class Terminated(DriverInterrupt):
 
 
 class _signals_end_the_run:
-    """Ctrl-C and SIGTERM unwind the run so back-ends shut down; a second Ctrl-C kills at once."""
+    """Ctrl-C and SIGTERM unwind the run so back-ends shut down; a second Ctrl-C kills at once.
+
+    An interrupt lands wherever the driver is, possibly inside a pool's own bookkeeping, and a
+    shut-down can then wait on a lock that will never be released: past UNWIND_SECONDS a watchdog
+    stops the workers and exits with the signal's code, so an interrupted run never hangs.
+    """
+
+    UNWIND_SECONDS = 4.0
 
     def __enter__(self) -> None:
         def interrupted(signum: int, frame: object) -> None:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            self._watch(130)
             raise KeyboardInterrupt
 
         def terminated(signum: int, frame: object) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            self._watch(143)
             raise Terminated
 
         self._previous = (signal.signal(signal.SIGINT, interrupted),
                           signal.signal(signal.SIGTERM, terminated))
+
+    def _watch(self, code: int) -> None:
+        def stop_everything() -> None:
+            time.sleep(self.UNWIND_SECONDS)
+            click.echo(f"runners: shutting down took over {self.UNWIND_SECONDS:g} s; stopping the workers",
+                       err=True)
+            import psutil
+
+            children = psutil.Process().children(recursive=True)
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            psutil.wait_procs(children, timeout=5)
+            os._exit(code)
+
+        threading.Thread(target=stop_everything, name="runners-unwind-watchdog", daemon=True).start()
 
     def __exit__(self, *exc_info: object) -> None:
         signal.signal(signal.SIGINT, self._previous[0])
