@@ -91,6 +91,13 @@ class FuturesBackend(Backend):
             # The executor cannot cancel a running item and would wait for it (Python < 3.14 has no
             # terminate_workers); after a failure or Ctrl-C that can be minutes, so stop the workers.
             # After a clean run they are idle and nothing is lost.
+            # Python < 3.12's executor then marks every pending work item failed, and its manager
+            # thread dies with InvalidStateError on one whose future the engine already cancelled:
+            # drop those first (there is no public way to).
+            pending = getattr(pool, "_pending_work_items", None) or {}
+            for work_id, item in list(pending.items()):
+                if item.future.cancelled():
+                    pending.pop(work_id, None)
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 process.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
