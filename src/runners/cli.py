@@ -166,12 +166,29 @@ class _signals_end_the_run:
     UNWIND_SECONDS = 4.0
 
     def __enter__(self) -> None:
+        driver = os.getpid()
+
+        def in_a_forked_worker(signum: int) -> bool:
+            # A worker forked from the driver has these handlers until it resets them itself; a
+            # signal in between (the pool stopping it) must act as it would on a worker: SIGTERM
+            # ends it, SIGINT is the driver's to handle.
+            if os.getpid() == driver:
+                return False
+            signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.SIG_IGN)
+            if signum == signal.SIGTERM:
+                os.kill(os.getpid(), signum)
+            return True
+
         def interrupted(signum: int, frame: object) -> None:
+            if in_a_forked_worker(signum):
+                return
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             self._watch(130)
             raise KeyboardInterrupt
 
         def terminated(signum: int, frame: object) -> None:
+            if in_a_forked_worker(signum):
+                return
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             self._watch(143)
             raise Terminated
