@@ -9,7 +9,6 @@ import shutil
 import socket
 import sys
 import sysconfig
-import tempfile
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -29,10 +28,16 @@ from runners import (
     param,
     portable_exception,
     run_batch,
+    scratch_folder,
 )
 
 ADDRESS = re.compile(r"((tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}")
 LOOPBACK = "127.0.0.1"
+# In the LocalCluster's worker processes: runners.plan() refuses nested pools there, and BLAS libraries
+# use one thread per worker (dask's own pre-spawn-environ caps only three of them).
+WORKER_ENV = {"RUNNERS_IN_WORKER": "1", **dict.fromkeys(
+    ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+     "NUMEXPR_NUM_THREADS"), "1")}
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,10 @@ class DaskBackend(Backend):
 
         # Loopback only; no dashboard unless asked. allowed-failures 0: the first worker death is
         # reported (as WorkerLost) at once, since retrying is the engine's decision, not dask's.
-        # Workers' scratch space (spilled data, locks) in a folder of this run's, removed at shut-down;
-        # dask's default, TMPDIR/dask-scratch-space, is left behind.
-        self._temp = tempfile.mkdtemp(prefix="runners-dask-")
+        # Workers' scratch space (spilled data, locks) in a folder of this run's, removed at shut-down
+        # (or by the next run's sweep, if this one is SIGKILLed); dask's default,
+        # TMPDIR/dask-scratch-space, is left behind.
+        self._temp = scratch_folder("dask")
         with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                               "temporary-directory": self._temp}):  # the scheduler's scratch space
             self._cluster = LocalCluster(local_directory=self._temp,
@@ -135,6 +141,10 @@ class DaskBackend(Backend):
                 # threads talk in-process (inproc://), which takes no host
                 host=_host(self.options.bind) if self.options.processes else None,
                 silence_logs=logging.CRITICAL,
+                # What prepare_worker sets in pool workers, set here instead: its parent watch must
+                # not run in dask workers (their nanny ends them with the cluster). Threads share
+                # this process's environment, so they get none of it.
+                **({"env": WORKER_ENV} if self.options.processes else {}),
                 # The scheduler always serves HTTP (health, metrics); keep it on loopback and a free
                 # port, and add the dashboard only when asked.
                 scheduler_kwargs={"dashboard": self.options.dashboard is not None,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
+import pickle
 import re
 import shutil
-import tempfile
+import socket
+import sys
 import threading
 import traceback
 import warnings
@@ -25,13 +28,21 @@ from runners import (
     WorkerLost,
     param,
     portable_exception,
+    prepare_worker,
     run_batch,
+    scratch_folder,
 )
 
 # Inner back-ends whose joblib support needs another extra than runners[joblib].
 BRIDGES = {"dask": ("distributed", "dask"), "ray": ("ray", "ray")}
 # joblib can stream results only from these; the others run in windows of batches (see run()).
 STREAMING = ("loky", "threading", "dask")
+LOCAL_PROCESSES = ("loky", "multiprocessing")  # inner back-ends whose pools this run starts here
+# What prepare_worker sets, for the dask bridge's workers: its parent watch must not run there (their
+# nanny ends them with the run). No nested pools, one BLAS thread per worker.
+WORKER_ENV = {"RUNNERS_IN_WORKER": "1", **dict.fromkeys(
+    ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+     "NUMEXPR_NUM_THREADS"), "1")}
 
 
 @dataclass(frozen=True)
@@ -75,9 +86,14 @@ class JoblibBackend(Backend):
         import joblib  # noqa: F401 - fail here, not mid-run, if it is broken
 
         self._config: dict[str, Any] = {"backend": self.options.inner}
+        if self.options.inner in LOCAL_PROCESSES:
+            # joblib hands these to the pool it makes (loky's executor, multiprocessing's Pool), so
+            # prepare_worker runs once in each worker process, never in this one: its workers then
+            # refuse nested pools, cap BLAS threads and exit when this process dies (even SIGKILLed).
+            self._config["initializer"] = prepare_worker
         # Memmaps go to a folder of this run (not joblib's shared /dev/shm default), removed at
-        # shutdown even when a killed worker kept joblib from cleaning up.
-        self._temp = tempfile.mkdtemp(prefix="runners-joblib-")
+        # shutdown even when a killed worker kept joblib from cleaning up (if SIGKILLed: next run's).
+        self._temp = scratch_folder("joblib")
         if self.options.inner == "dask":
             self._start_dask()
         elif self.options.inner == "ray":
@@ -93,7 +109,7 @@ class JoblibBackend(Backend):
         with dask.config.set({"temporary-directory": self._temp}):
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, host="127.0.0.1",
                                          dashboard_address=None, silence_logs=logging.ERROR,
-                                         local_directory=self._temp)
+                                         local_directory=self._temp, env=WORKER_ENV)
         self._client = Client(self._cluster, set_as_default=False)
         self._config["client"] = self._client
 
@@ -129,15 +145,13 @@ class JoblibBackend(Backend):
         return self._windows(batches)
 
     def _stream(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        from joblib import delayed
-
         lock = threading.Lock()  # joblib pulls batches from its callback thread
 
         def dispatch(held: dict[int, Batch]) -> Iterator[Any]:
             for batch in batches:
                 with lock:
                     held[batch.id] = batch
-                yield delayed(run_batch)(batch)
+                yield self._call(batch)
 
         while True:  # a broken pool ends one Parallel call; a fresh one takes the batches left
             held: dict[int, Batch] = {}  # dispatched and not back yet, to report them if the pool breaks
@@ -165,15 +179,31 @@ class JoblibBackend(Backend):
 
     def _windows(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         """joblib's multiprocessing and ray back-ends cannot stream: run 2 batches per worker at a time."""
-        from joblib import delayed
-
         with self._parallel("list") as parallel:  # one pool for every window
             while window := list(islice(batches, 2 * self.workers)):
                 try:
-                    results = parallel(delayed(run_batch)(batch) for batch in window)
+                    results = parallel(self._call(batch) for batch in window)
                 except Exception as exc:  # noqa: BLE001 - as in _stream; joblib readies a new pool
                     results = [self._failure(exc, batch) for batch in window]
                 yield from results
+
+    def _call(self, batch: Batch) -> Any:
+        """The joblib call that runs `batch`: in worker processes, as bytes the worker unpickles itself.
+
+        A pool unpickles its arguments before any of our code runs, so an argument whose unpickling
+        raises would break the pool (a lost worker, retried) and hide its message; unpickled in
+        run_payload, it is the batch's own failure. numpy arrays stay out of the bytes and travel
+        beside them, where joblib still memory-maps the large ones.
+        """
+        from joblib import delayed
+
+        if self.options.inner not in LOCAL_PROCESSES:  # threads share the batch; dask, ray: their own
+            return delayed(run_batch)(batch)
+        try:
+            payload, arrays = _dumps(batch)
+        except Exception:  # noqa: BLE001 - joblib's own pickling then reports it, as it always has
+            return delayed(run_batch)(batch)
+        return delayed(run_payload)(batch.id, payload, arrays)
 
     def _failure(self, exc: Exception, batch: Batch) -> BatchResult:
         """A pool failure as the outcome of a batch that was out when it happened."""
@@ -213,6 +243,47 @@ class JoblibBackend(Backend):
         temp, self._temp = getattr(self, "_temp", None), None
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _dumps(batch: Batch) -> tuple[bytes, list[Any]]:
+    """`batch` pickled (by cloudpickle, as loky would), less the numpy arrays it holds, listed apart."""
+    try:
+        import cloudpickle  # what loky pickles with; joblib 1.6 depends on it, older ones vendor it
+    except ImportError:
+        from joblib.externals import cloudpickle
+
+    numpy = sys.modules.get("numpy")  # no numpy loaded: the batch holds no array
+    if numpy is None:
+        return cloudpickle.dumps(batch), []
+    arrays: list[Any] = []
+    seen: dict[int, int] = {}  # an array met twice travels once, and is one object again on arrival
+
+    class Pickler(cloudpickle.Pickler):
+        def persistent_id(self, obj: Any) -> int | None:
+            # object arrays stay in the bytes: their elements are what may fail to unpickle
+            if isinstance(obj, numpy.ndarray) and not obj.dtype.hasobject:
+                if id(obj) not in seen:
+                    seen[id(obj)] = len(arrays)
+                    arrays.append(obj)
+                return seen[id(obj)]
+            return None
+
+    buffer = io.BytesIO()
+    Pickler(buffer).dump(batch)
+    return buffer.getvalue(), arrays
+
+
+def run_payload(batch_id: int, payload: bytes, arrays: list[Any]) -> BatchResult:
+    """`runners.run_pickled_batch` for a batch pickled by `_dumps`, its arrays given back in place."""
+    unpickler = pickle.Unpickler(io.BytesIO(payload))
+    unpickler.persistent_load = arrays.__getitem__
+    try:
+        batch = unpickler.load()
+    except BaseException as exc:  # noqa: BLE001 - whatever unpickling raises is this batch's failure
+        failure = ItemFailure(-1, None, portable_exception(exc),
+                              "".join(traceback.format_exception(exc)) + "(while unpickling the batch)")
+        return BatchResult(batch_id, [], failure, socket.gethostname(), os.getpid())
+    return run_batch(batch)
 
 
 def _unlink_orphaned_loky_semaphores() -> None:
