@@ -163,7 +163,7 @@ class _signals_end_the_run:
     stops the workers and exits with the signal's code, so an interrupted run never hangs.
     """
 
-    UNWIND_SECONDS = 4.0
+    UNWIND_SECONDS = 10.0  # a backstop for a wedged shut-down: a normal one (dask: a few s) is quicker
 
     def __enter__(self) -> None:
         driver = os.getpid()
