@@ -697,8 +697,10 @@ def node_raylet(address: str) -> psutil.Process:
 
 
 @pytest.mark.skipif("ray" not in BACKENDS, reason="ray is not installed")
-@pytest.mark.parametrize("retries", [2, 0])
-def test_killed_ray_node_mid_job_reruns_its_items_or_says_it_was_lost(cluster, retries, items, tmp_path):  # noqa: F811
+# One case only: it kills a node of the module's two-node cluster, which a second case would then lack
+# (a lost-worker error with retries off is in the ray rows of the SIGKILL and crash cases above).
+def test_killed_ray_node_mid_job_has_its_items_rerun_on_the_surviving_node(cluster, items, tmp_path):  # noqa: F811
+    retries = 2
     address, env = cluster
     started, flag, listed = held_items(tmp_path, 6)
     proc, tag = start_runner("exec", f"{items}:wait_while", "--backend", "ray", "--workers", "2",
@@ -718,14 +720,7 @@ def test_killed_ray_node_mid_job_reruns_its_items_or_says_it_was_lost(cluster, r
         flag.unlink(missing_ok=True)
         stop(proc)
     assert_nothing_left(tag)
-    if retries:
-        assert proc.returncode == 0, err
-        record = json.loads(out)
-        assert record["result"] == list(range(6))
-        assert sum(record["attempts"].values()) >= 1, record["attempts"]  # the lost item ran again
-        return
-    assert proc.returncode == 1, (out, err)
-    assert not out.strip()
-    assert "a ray worker" in err and "was lost" in err and "held items" in err, err
-    assert err.split("held items", 1)[1].strip()  # names the items the node held
-    assert "Traceback" not in err, err
+    assert proc.returncode == 0, err
+    record = json.loads(out)
+    assert record["result"] == list(range(6))
+    assert record["attempts"].get("2", 0) >= 1, record["attempts"]  # the lost node's item ran again

@@ -29,15 +29,11 @@ from runners import (
     portable_exception,
     run_batch,
     scratch_folder,
+    worker_environment,
 )
 
 ADDRESS = re.compile(r"((tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}")
 LOOPBACK = "127.0.0.1"
-# In the LocalCluster's worker processes: runners.plan() refuses nested pools there, and BLAS libraries
-# use one thread per worker (dask's own pre-spawn-environ caps only three of them).
-WORKER_ENV = {"RUNNERS_IN_WORKER": "1", **dict.fromkeys(
-    ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-     "NUMEXPR_NUM_THREADS"), "1")}
 
 
 @dataclass(frozen=True)
@@ -144,7 +140,7 @@ class DaskBackend(Backend):
                 # What prepare_worker sets in pool workers, set here instead: its parent watch must
                 # not run in dask workers (their nanny ends them with the cluster). Threads share
                 # this process's environment, so they get none of it.
-                **({"env": WORKER_ENV} if self.options.processes else {}),
+                **({"env": worker_environment()} if self.options.processes else {}),
                 # The scheduler always serves HTTP (health, metrics); keep it on loopback and a free
                 # port, and add the dashboard only when asked.
                 scheduler_kwargs={"dashboard": self.options.dashboard is not None,

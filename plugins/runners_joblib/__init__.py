@@ -31,6 +31,7 @@ from runners import (
     prepare_worker,
     run_batch,
     scratch_folder,
+    worker_environment,
 )
 
 # Inner back-ends whose joblib support needs another extra than runners[joblib].
@@ -38,11 +39,6 @@ BRIDGES = {"dask": ("distributed", "dask"), "ray": ("ray", "ray")}
 # joblib can stream results only from these; the others run in windows of batches (see run()).
 STREAMING = ("loky", "threading", "dask")
 LOCAL_PROCESSES = ("loky", "multiprocessing")  # inner back-ends whose pools this run starts here
-# What prepare_worker sets, for the dask bridge's workers: its parent watch must not run there (their
-# nanny ends them with the run). No nested pools, one BLAS thread per worker.
-WORKER_ENV = {"RUNNERS_IN_WORKER": "1", **dict.fromkeys(
-    ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-     "NUMEXPR_NUM_THREADS"), "1")}
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ class JoblibBackend(Backend):
         with dask.config.set({"temporary-directory": self._temp}):
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, host="127.0.0.1",
                                          dashboard_address=None, silence_logs=logging.ERROR,
-                                         local_directory=self._temp, env=WORKER_ENV)
+                                         local_directory=self._temp, env=worker_environment())
         self._client = Client(self._cluster, set_as_default=False)
         self._config["client"] = self._client
 

@@ -17,15 +17,19 @@ from contextlib import contextmanager
 from itertools import islice
 from typing import Any, NamedTuple
 
-from runners import Batch, BatchResult, ItemFailure, future_outcome, run_pickled_batch, stream_futures
+from runners import (
+    Batch,
+    BatchResult,
+    ItemFailure,
+    future_outcome,
+    run_pickled_batch,
+    stream_futures,
+    worker_environment,
+)
 
 STOP = "stop"
 RESULT_TAG = 17  # a worker rank's result of an spmd round, sent to the root point to point
-# What `runners.prepare_worker` sets in pool workers: the core's marker that makes plan() refuse a
-# process pool inside a worker, and one BLAS/OpenMP thread per worker (N ranks x N threads is N*N).
-WORKER_ENVIRONMENT = {name: "1" for name in ("RUNNERS_IN_WORKER", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                             "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                                             "NUMEXPR_NUM_THREADS")}
+WORKER_ENVIRONMENT = worker_environment()  # ranks only run items: no nested pools, one BLAS thread
 
 
 class Parcel(NamedTuple):

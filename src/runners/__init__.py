@@ -17,6 +17,7 @@ from ._backend import (
     run_pickled_batch,
     stream_futures,
     usable_cpus,
+    worker_environment,
 )
 from ._batch import load_batch, read_results, run_batch_file
 from ._config import job_from_sources, parse_sets, read_yaml
@@ -98,4 +99,5 @@ __all__ = [
     "sweep_scratch",
     "task_names",
     "usable_cpus",
+    "worker_environment",
 ]

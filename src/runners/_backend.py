@@ -233,6 +233,13 @@ def first_unpicklable(batch: Batch) -> int | None:
     return None
 
 
+def worker_environment() -> dict[str, str]:
+    """The environment of a process that only runs items, for back-ends whose workers are started
+    by someone else (a dask nanny, mpiexec): plan() there refuses to start a process pool (nested
+    pools multiply processes), and BLAS/OpenMP use one thread (N workers x N threads on N cores)."""
+    return {IN_WORKER: "1", **dict.fromkeys(BLAS_THREAD_VARIABLES, "1")}
+
+
 def prepare_worker(poll_seconds: float = 0.5) -> None:
     """Initializer for pool worker processes: driver-only signal handling off, and die with the driver.
 
@@ -246,13 +253,10 @@ def prepare_worker(poll_seconds: float = 0.5) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # N workers each running an N-thread BLAS is N*N threads on N cores: one thread per worker.
-    for name in BLAS_THREAD_VARIABLES:
-        os.environ[name] = "1"
+    os.environ.update(worker_environment())
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # libraries already loaded (numpy via fork or the parent's imports)
-    os.environ[IN_WORKER] = "1"  # plan() refuses to start a process pool from inside a worker
     # Watch the driver itself, not os.getppid(): under forkserver the OS parent is the fork server,
     # and a driver that died before this ran has already left us reparented.
     known = multiprocessing.parent_process()
