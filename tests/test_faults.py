@@ -532,7 +532,7 @@ def held_items(tmp_path: Path, count: int) -> tuple[Path, Path, str]:
 def test_ctrl_c_and_sigterm_exit_quickly_and_clean(backend, method, sig, code, said, items, tmp_path,
                                                    fault_env):
     if backend in HEAVY and sig != signal.SIGINT:
-        pytest.skip("SIGTERM takes Ctrl-C's stop path; not worth another Ray start-up (module docstring)")
+        pytest.skip("on ray, SIGTERM takes the run_timeout case's path (module docstring)")
     started, flag, listed = held_items(tmp_path, 8)
     proc, tag = start_runner(*exec_args(items, "WAIT", backend, method, "--chunksize", "1",
                                         "--set", f"items={listed}"), env=fault_env)
