@@ -25,17 +25,21 @@ def scratch_folder(kind: str, within: str | None = None) -> str:
 def sweep_scratch(within: str | None = None) -> list[str]:
     """Remove the scratch folders of processes that are gone; return their names."""
     root = within or tempfile.gettempdir()
-    removed = []
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return removed
-    for name in names:
-        match = _NAME.match(name)
-        if match is not None and not _alive(int(match.group(1))):
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-            removed.append(name)
+    removed = dead_owners(root, _NAME)
+    for name in removed:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     return removed
+
+
+def dead_owners(root: str, name: re.Pattern[str]) -> list[str]:
+    """Entries of `root` whose name matches `name`, a pattern whose first group is the pid of the
+    process that made the entry, where that process no longer exists."""
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return []
+    return [entry for entry in entries
+            if (match := name.match(entry)) is not None and not _alive(int(match.group(1)))]
 
 
 def _alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ worker ends, taking the segment from the other workers.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import weakref
 from collections import OrderedDict
@@ -21,6 +22,8 @@ from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
+
+from ._scratch import dead_owners
 
 PREFIX = "runners-"
 SHM_DIR = "/dev/shm"
@@ -132,29 +135,11 @@ def _attach(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def sweep() -> list[str]:
     """Unlink `runners-<pid>-*` segments whose creating process is gone; returns their names."""
-    try:
-        names = os.listdir(SHM_DIR)
-    except OSError:
-        return []
     removed = []
-    for name in names:
-        if not name.startswith(PREFIX):
-            continue
-        pid = name[len(PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            try:
-                os.unlink(os.path.join(SHM_DIR, name))
-                removed.append(name)
-            except OSError:
-                pass
+    for name in dead_owners(SHM_DIR, re.compile(rf"{re.escape(PREFIX)}(\d+)-")):
+        try:
+            os.unlink(os.path.join(SHM_DIR, name))
+            removed.append(name)
+        except OSError:
+            pass
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
