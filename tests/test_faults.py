@@ -525,6 +525,34 @@ def held_items(tmp_path: Path, count: int) -> tuple[Path, Path, str]:
     return started, flag, json.dumps([[str(started), str(flag), i] for i in range(count)])
 
 
+def stop_a_held_run(backend: str, method: str | None, items: Path, tmp_path: Path, env: dict[str, str],
+                    *extra: str, interrupt=None, waits_for: float,
+                    hang_after: float) -> tuple[int, str, float, int, str]:
+    """Start a run of 8 items that wait on a flag, `interrupt(proc)` once one runs (or let `extra`
+    stop it), and return (exit code, stderr, seconds from then to exit, items started, run tag).
+
+    A back-end that cannot stop a running item (threads) must still be running `waits_for` seconds
+    later; the flag is then dropped so its items end, to show that exit waits for nothing more."""
+    started, flag, listed = held_items(tmp_path, 8)
+    proc, tag = start_runner(*exec_args(items, "WAIT", backend, method, "--chunksize", "1", *extra,
+                                        "--set", f"items={listed}"), env=env)
+    try:
+        wait_for(lambda: any(started.iterdir()), proc, "an item start", timeout=120)
+        began = time.monotonic()
+        if interrupt is not None:
+            interrupt(proc)
+        if not expect(backend).stops_running:
+            time.sleep(waits_for)
+            assert proc.poll() is None, f"{backend} cannot stop a running item, yet it exited"
+            flag.unlink()
+        _, err = proc.communicate(timeout=hang_after)
+        elapsed = time.monotonic() - began
+    finally:
+        flag.unlink(missing_ok=True)
+        stop(proc)
+    return proc.returncode, err, elapsed, len(list(started.iterdir())), tag
+
+
 @pytest.mark.parametrize(("backend", "method"), matrix())
 @pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
                                                    (signal.SIGTERM, 143, "terminated")],
@@ -533,57 +561,30 @@ def test_ctrl_c_and_sigterm_exit_quickly_and_clean(backend, method, sig, code, s
                                                    fault_env):
     if backend in HEAVY and sig != signal.SIGINT:
         pytest.skip("on ray, SIGTERM takes the run_timeout case's path (module docstring)")
-    started, flag, listed = held_items(tmp_path, 8)
-    proc, tag = start_runner(*exec_args(items, "WAIT", backend, method, "--chunksize", "1",
-                                        "--set", f"items={listed}"), env=fault_env)
-    try:
-        wait_for(lambda: any(started.iterdir()), proc, "an item start", timeout=120)
-        began = time.monotonic()
-        proc.send_signal(sig)
-        if not expect(backend).stops_running:
-            # A thread cannot be stopped: the signal cancels what is queued and the run waits for
-            # the running items. Let them end a moment after it to show that exit waits for no more.
-            time.sleep(1.0)
-            assert proc.poll() is None, f"{backend} cannot stop a running item, yet it exited"
-            flag.unlink()
-        _, err = proc.communicate(timeout=60)
-        elapsed = time.monotonic() - began
-    finally:
-        flag.unlink(missing_ok=True)
-        stop(proc)
-    assert proc.returncode == code, err
+    # threads: the signal cancels what is queued and the run waits for the running items
+    returncode, err, elapsed, started, tag = stop_a_held_run(
+        backend, method, items, tmp_path, fault_env, interrupt=lambda proc: proc.send_signal(sig),
+        waits_for=1.0, hang_after=60)
+    assert returncode == code, err
     assert said in err, err
     assert "Traceback" not in err, err
     assert elapsed < 5, elapsed
-    assert len(list(started.iterdir())) < 8  # pending items were cancelled, not run
+    assert started < 8  # pending items were cancelled, not run
     assert_nothing_left(tag)
 
 
 @pytest.mark.parametrize(("backend", "method"), matrix())
 def test_run_timeout_stops_the_whole_run_and_says_what_finished(backend, method, items, tmp_path, fault_env):
     limit = 2.0
-    started, flag, listed = held_items(tmp_path, 8)
-    proc, tag = start_runner(*exec_args(items, "WAIT", backend, method, "--chunksize", "1",
-                                        "--run-timeout", str(limit), "--set", f"items={listed}"),
-                             env=fault_env)
-    try:
-        wait_for(lambda: any(started.iterdir()), proc, "an item start", timeout=120)
-        began = time.monotonic()
-        if not expect(backend).stops_running:
-            # A thread cannot be stopped: past the limit the run waits for its running items.
-            time.sleep(limit + 2)
-            assert proc.poll() is None, f"{backend} cannot stop a running item, yet it exited"
-            flag.unlink()
-        _, err = proc.communicate(timeout=120)
-        elapsed = time.monotonic() - began
-    finally:
-        flag.unlink(missing_ok=True)
-        stop(proc)
-    assert proc.returncode == 1, err
+    # threads: past the limit the run waits for its running items
+    returncode, err, elapsed, started, tag = stop_a_held_run(
+        backend, method, items, tmp_path, fault_env, "--run-timeout", str(limit), waits_for=limit + 2,
+        hang_after=120)
+    assert returncode == 1, err
     assert f"longer than its limit of {limit:g} s (run_timeout)" in err, err
     assert "of 8 items finished" in err and "Traceback" not in err, err
     assert elapsed < limit + expect(backend).startup, elapsed  # the limit, then shut-down
-    assert len(list(started.iterdir())) < 8  # pending items were cancelled, not run
+    assert started < 8  # pending items were cancelled, not run
     assert_nothing_left(tag)
 
 
