@@ -1,6 +1,6 @@
 """Memory under many items: the driver's peak RSS from 100,000 to 10,000,000 tiny items.
 
-    .venv/bin/python benchmarks/memory.py [--quick] [--backends multiprocessing futures]
+    .venv/bin/python benchmarks/memory.py [--quick] [--backends multiprocessing futures ...]
 
 Each cell is a fresh interpreter (`python -c`) that runs `runners.run("tiny", n=N)` and prints its own
 peak RSS (`resource.getrusage(RUSAGE_SELF).ru_maxrss`: the driver only, not its workers). Results
@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 
-from _common import arguments, table, verdict, wait_for_quiet
+from _common import PROCESS_BACKENDS, arguments, table, verdict, wait_for_quiet
 
 CELL = """
 import json, resource, runners
@@ -36,7 +36,7 @@ def cell(backend: str, n: int, chunksize: int | None) -> dict:
 
 def main() -> None:
     parser = arguments(__doc__)
-    parser.add_argument("--backends", nargs="+", default=["multiprocessing", "futures"])
+    parser.add_argument("--backends", nargs="+", default=list(PROCESS_BACKENDS))
     options = parser.parse_args()
     sizes = [10_000, 100_000, 1_000_000] if options.quick else [100_000, 1_000_000, 10_000_000]
     wait_for_quiet(options.max_load)

@@ -47,8 +47,9 @@ class JoblibOptions:
         "loky", help="joblib's own back-end; dask starts a private local instance on 127.0.0.1, ray "
                      "uses a Ray already running (this process's, or the cluster at RAY_ADDRESS)")
     batch_size: int | Literal["auto"] = param(
-        "auto", min=1, help="runners batches joblib sends per dispatch; auto: joblib grows it while "
-        "dispatches take under 0.2 s (runners already sized each batch, so 1 turns this off)")
+        1, min=1, help="runners batches joblib sends per dispatch. runners already sized each batch, so 1; "
+        "auto lets joblib group batches while a dispatch takes under 0.2 s, which on cheap items holds "
+        "the results of hundreds of them at once (measured: driver peak 48 -> 157 MB at 10M items)")
     max_nbytes: int | str | None = param(
         "1M", help="numpy arrays bigger than this (bytes, or '500K', '1M', '1G') reach process workers "
         "as read-only memory maps instead of copies; null: never memmap")
@@ -94,6 +95,13 @@ class JoblibBackend(Backend):
             self._start_dask()
         elif self.options.inner == "ray":
             self._start_ray()
+        elif self.options.inner == "loky":
+            # loky starts its workers at the first call and keeps them (the executor is reusable):
+            # make that call now, so that spawning them and importing runners (~0.5 s on 2 cores)
+            # counts as start-up, as it does for the other pools, instead of as the first batches.
+            from joblib import delayed
+
+            self._parallel("list")(delayed(os.getpid)() for _ in range(self.workers))
 
     def _start_dask(self) -> None:
         import logging
