@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ def build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of keys to values, got {_kind(data)} {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     values = {}
     for key, value in data.items():
         if key not in fields:
@@ -27,6 +28,11 @@ def build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         values[key] = coerce(value, hints[key], path)
         _check_bounds(values[key], field.metadata, path)
     return cls(**values)
+
+
+@functools.cache  # postponed annotations are strings: evaluating them costs ~0.1 ms per class, per run
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def unknown_key_message(where: str, key: str, allowed: list[str]) -> str:
