@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import pickle
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -33,7 +34,10 @@ from ._validate import build
 DEFAULT_SEED = 20260101
 TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (~0.1-1 ms), short enough to balance
 MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this much work
-MAX_BATCH_ITEMS = 20_000  # cheap items: bigger batches gain nothing and cost driver memory (4 in flight)
+# What one batch's items and values may take in the driver (estimated), whatever their count: with
+# 2 x workers batches in flight this bounds the driver's memory. Cheap small items (ints) then come
+# ~58,000 to a batch, big values a few; a fixed item count held 20,000 x 100 KB values as easily.
+MAX_BATCH_BYTES = 1536 * 1024
 MAX_WORKERS = 4096  # a bound that no real pool reaches, so a typo cannot fork-bomb the machine
 
 
@@ -344,7 +348,8 @@ class Batcher:
     """Cuts items into batches on demand, sizing each from the item cost measured so far.
 
     Like joblib's auto batching: start with one item, then aim for batches of TARGET_BATCH_SECONDS,
-    and shrink towards the end so that the last batches spread over all workers.
+    and shrink towards the end so that the last batches spread over all workers. Whatever their
+    cost, batches hold at most MAX_BATCH_BYTES of items and values (as measured on samples).
     """
 
     def __init__(self, items: Sequence[Any] | Iterable[Any], fn: Any, workers: int,
@@ -358,6 +363,8 @@ class Batcher:
         self.issued = 0
         self.count = 0
         self.item_seconds: float | None = None
+        self.item_bytes = 0  # a range slice is a few bytes however long: its items cost nothing here
+        self.value_bytes = 0
 
     def __iter__(self) -> Iterator[Batch]:
         sequence = self.items if isinstance(self.items, Sequence) else None
@@ -372,11 +379,15 @@ class Batcher:
                 chunk = list(islice(stream, size))
             if not chunk:
                 return
+            if not isinstance(chunk, range):
+                self.item_bytes = max(self.item_bytes, sampled_bytes(chunk))
             yield Batch(self.count, self.fn, self.issued, chunk, self.timeout)
             self.issued += len(chunk)
             self.count += 1
 
     def observe(self, result: BatchResult) -> None:
+        if result.values:
+            self.value_bytes = max(self.value_bytes, sampled_bytes(result.values))
         if result.values and result.seconds > 0:
             cost = result.seconds / len(result.values)
             self.item_seconds = cost if self.item_seconds is None else 0.5 * (self.item_seconds + cost)
@@ -392,7 +403,31 @@ class Batcher:
             remaining = self.total - self.issued
             balanced = max(math.ceil(remaining / (2 * self.workers)), int(MIN_BATCH_SECONDS / cost))
             size = min(size, balanced)
-        return max(1, min(size, MAX_BATCH_ITEMS))
+        return max(1, min(size, MAX_BATCH_BYTES // max(self.item_bytes + self.value_bytes, 1)))
+
+
+def sampled_bytes(values: Sequence[Any], samples: int = 5) -> int:
+    """Bytes per element of `values` in memory, from up to `samples` elements spread over it: each
+    one's own size and that of what it holds one level down (a tuple's fields, a dict's entries),
+    plus its slot in the list. An estimate, for sizing batches, not an account."""
+    step = max(1, len(values) // samples)
+    picked = [values[i] for i in range(0, len(values), step)][:samples]
+    return max(_footprint(value) for value in picked) + 8
+
+
+def _footprint(value: Any) -> int:
+    size = sys.getsizeof(value, 64)
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):  # a numpy array (or a view of one, whose getsizeof leaves out the data)
+        return max(size, nbytes)
+    if isinstance(value, dict):
+        inner = list(islice(value.items(), 16))
+        inside = sum(sys.getsizeof(k, 64) + sys.getsizeof(v, 64) for k, v in inner)
+        return size + inside * len(value) // max(len(inner), 1)
+    if isinstance(value, tuple | list | set | frozenset):
+        inner = list(islice(value, 16))
+        return size + sum(sys.getsizeof(v, 64) for v in inner) * len(value) // max(len(inner), 1)
+    return size
 
 
 def ensure_picklable(fn: Any, task: str) -> None:
