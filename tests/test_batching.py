@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import pickle
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from runners_tasks.tiny import add_one
 
 import runners
-from runners import Task, Verdict, param
+from runners import Batch, PackedValues, Task, Verdict, param
+from runners._backend import packed as packed_values
 from runners._engine import MAX_BATCH_BYTES
+from tests.conftest import installed_backends
 
 VALUE_BYTES = 100_000
 
@@ -56,3 +60,33 @@ def test_small_values_still_come_many_to_a_batch():
     record = runners.run("tiny", backend="serial", params={"n": 400_000})
     assert record.check.ok
     assert record.batches <= 4 * 400_000 * 36 // MAX_BATCH_BYTES  # ~36 bytes per int in a list
+
+
+def test_packed_values_come_back_whole_and_in_order():
+    values = [*range(1000), "text", (1, 2.5), None, *range(10**6, 10**6 + 20_000)]
+    packed = packed_values(values)
+    assert isinstance(packed, PackedValues) and len(packed) == len(values)
+    assert list(packed) == values
+    again = pickle.loads(pickle.dumps(packed))  # as a transport moves it
+    assert list(again) == values and again.nbytes == packed.nbytes
+    assert packed.nbytes < 10 * len(values)  # ints at a few bytes each, not ~36 as objects
+
+
+def test_values_that_do_not_pickle_are_left_to_the_transport():
+    values = [*range(500), lambda: None]  # cloudpickle (Ray, dask) can send a lambda; pickle cannot
+    assert packed_values(values) is values
+    assert packed_values(list(range(10))) == list(range(10))  # too few to gain: left as they are
+
+
+PROCESS_BACKENDS = [name for name in installed_backends()
+                    if name != "auto" and runners.load_backend(name).separate_processes]
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_process_back_ends_send_many_small_values_packed(backend):
+    with runners.load_backend(backend)(None, 2) as started:  # start() ... shutdown()
+        batch = Batch(0, add_one, 0, range(10_000))
+        [result] = list(started.run(iter([batch])))
+    assert result.error is None, result.error
+    assert isinstance(result.values, PackedValues)
+    assert list(result.values) == list(range(1, 10_001))

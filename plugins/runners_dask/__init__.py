@@ -71,11 +71,11 @@ def _ready() -> bool:
     return True  # unpickling this function imports runners_dask, and so runners, on the worker
 
 
-def run_on_worker(batch: Batch) -> BatchResult:
+def run_on_worker(batch: Batch, pack: bool) -> BatchResult:
     """`run_batch`, labelled with the dask worker's address so placement shows workers, not hosts."""
     from distributed import get_worker
 
-    result = run_batch(batch)
+    result = run_batch(batch, pack=pack)
     result.node = get_worker().address
     return result
 
@@ -161,11 +161,12 @@ class DaskBackend(Backend):
         run_id = uuid.uuid4().hex[:8]
         pending: dict[Any, Batch] = {}
         finished = as_completed(loop=self._client.loop)
+        travels = self.options.processes or self.options.address is not None  # else: threads here
 
         def submit(batch: Batch) -> None:
             if self.options.address is not None:
                 self._ship(batch.fn)
-            future = self._client.submit(run_on_worker, batch, pure=False,
+            future = self._client.submit(run_on_worker, batch, travels, pure=False,
                                          key=f"runners-{run_id}-batch-{batch.id}")
             pending[future] = batch
             finished.add(future)

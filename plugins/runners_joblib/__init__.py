@@ -201,12 +201,13 @@ class JoblibBackend(Backend):
         """
         from joblib import delayed
 
+        travels = self.options.inner != "threading"  # the values go back to this process: pack them
         if self.options.inner not in LOCAL_PROCESSES:  # threads share the batch; dask, ray: their own
-            return delayed(run_batch)(batch)
+            return delayed(run_batch)(batch, pack=travels)
         try:
             payload, arrays = _dumps(batch)
         except Exception:  # noqa: BLE001 - joblib's own pickling then reports it, as it always has
-            return delayed(run_batch)(batch)
+            return delayed(run_batch)(batch, pack=True)
         return delayed(run_payload)(batch.id, payload, arrays)
 
     def _failure(self, exc: Exception, batch: Batch) -> BatchResult:
@@ -287,7 +288,7 @@ def run_payload(batch_id: int, payload: bytes, arrays: list[Any]) -> BatchResult
         failure = ItemFailure(-1, None, portable_exception(exc),
                               "".join(traceback.format_exception(exc)) + "(while unpickling the batch)")
         return BatchResult(batch_id, [], failure, socket.gethostname(), os.getpid())
-    return run_batch(batch)
+    return run_batch(batch, pack=True)
 
 
 def _unlink_orphaned_loky_semaphores() -> None:

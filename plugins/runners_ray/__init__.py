@@ -79,7 +79,7 @@ def run_on_node(batch: Batch) -> BatchResult:
     """What a Ray worker runs: the batch, labelled with the Ray node that ran it."""
     import ray
 
-    result = run_batch(batch)
+    result = run_batch(batch, pack=True)
     node_id = ray.get_runtime_context().get_node_id()
     result.node = f"{node_id[:12]}@{ray.util.get_node_ip_address()}"
     return result
@@ -94,6 +94,10 @@ class RayBackend(Backend):
     extra = "ray"
     separate_processes = True
     distributed = True
+    # Results under Ray's inline limit (100 KiB) come back in the task's reply; bigger ones go through
+    # the plasma object store, whose pages the driver maps and keeps: its RSS grew 123 -> 156 MB from
+    # 100,000 to 10,000,000 tiny items at 1.5 MB batches, 123 -> 128 MB at these.
+    max_batch_bytes = 90 * 1024
 
     def start(self) -> None:
         import ray

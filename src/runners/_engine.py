@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from ._backend import IN_WORKER, Backend, Batch, BatchResult, ItemFailure, usable_cpus
+from ._backend import IN_WORKER, Backend, Batch, BatchResult, ItemFailure, PackedValues, usable_cpus
 from ._deadline import Expired, check_time_limit, time_limit
 from ._errors import (
     ConfigError,
@@ -35,8 +35,9 @@ DEFAULT_SEED = 20260101
 TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (~0.1-1 ms), short enough to balance
 MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this much work
 # What one batch's items and values may take in the driver (estimated), whatever their count: with
-# 2 x workers batches in flight this bounds the driver's memory. Cheap small items (ints) then come
-# ~58,000 to a batch, big values a few; a fixed item count held 20,000 x 100 KB values as easily.
+# 2 x workers batches in flight this bounds the driver's memory. Small ints then come ~300,000 to a
+# batch when packed (PackedValues: ~5 bytes each), ~44,000 when not, and 100 KB values 15 at a time;
+# a fixed item count held 20,000 x 100 KB values as easily.
 MAX_BATCH_BYTES = 1536 * 1024
 MAX_WORKERS = 4096  # a bound that no real pool reaches, so a typo cannot fork-bomb the machine
 
@@ -230,7 +231,8 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
     fn = task.run_async if backend.runs_coroutines else task.run
     # A per-item limit is only exact when a batch holds one item.
     chunksize = 1 if policy.timeout is not None else the_plan.chunksize
-    batcher = Batcher(items, fn, backend.workers, chunksize, policy.timeout)
+    batcher = Batcher(items, fn, backend.workers, chunksize, policy.timeout,
+                      min(backend.max_batch_bytes or MAX_BATCH_BYTES, MAX_BATCH_BYTES))
     tally = Tally()
     began = time.perf_counter()
     values = ordered_values(backend, batcher, policy, tally, progress)
@@ -349,12 +351,15 @@ class Batcher:
 
     Like joblib's auto batching: start with one item, then aim for batches of TARGET_BATCH_SECONDS,
     and shrink towards the end so that the last batches spread over all workers. Whatever their
-    cost, batches hold at most MAX_BATCH_BYTES of items and values (as measured on samples).
+    cost, batches hold at most `max_bytes` of items and values (measured on samples, or on the
+    packed values as they wait in the driver).
     """
 
     def __init__(self, items: Sequence[Any] | Iterable[Any], fn: Any, workers: int,
-                 chunksize: int | None, timeout: float | None = None) -> None:
+                 chunksize: int | None, timeout: float | None = None,
+                 max_bytes: int = MAX_BATCH_BYTES) -> None:
         self.items = items
+        self.max_bytes = max_bytes
         self.timeout = timeout
         self.fn = fn
         self.workers = workers
@@ -386,8 +391,11 @@ class Batcher:
             self.count += 1
 
     def observe(self, result: BatchResult) -> None:
-        if result.values:
-            self.value_bytes = max(self.value_bytes, sampled_bytes(result.values))
+        values = result.values
+        if isinstance(values, PackedValues):  # what waits in the driver is the pickled pieces
+            self.value_bytes = values.nbytes // len(values) + 1
+        elif values:  # the latest, not the largest: the first one-item batches are never packed
+            self.value_bytes = sampled_bytes(values)
         if result.values and result.seconds > 0:
             cost = result.seconds / len(result.values)
             self.item_seconds = cost if self.item_seconds is None else 0.5 * (self.item_seconds + cost)
@@ -403,7 +411,7 @@ class Batcher:
             remaining = self.total - self.issued
             balanced = max(math.ceil(remaining / (2 * self.workers)), int(MIN_BATCH_SECONDS / cost))
             size = min(size, balanced)
-        return max(1, min(size, MAX_BATCH_BYTES // max(self.item_bytes + self.value_bytes, 1)))
+        return max(1, min(size, self.max_bytes // max(self.item_bytes + self.value_bytes, 1)))
 
 
 def sampled_bytes(values: Sequence[Any], samples: int = 5) -> int:
