@@ -9,7 +9,7 @@ import pytest
 
 import runners
 from runners import testing
-from tests.conftest import run_cli
+from tests.conftest import installed_backends, run_cli
 
 
 def workers_used(record) -> set[int]:
@@ -72,3 +72,12 @@ def test_cli_json_shows_the_choice_and_why():
     decision = record["extra"]["auto"]
     assert decision["choice"] == "futures" and "parallel saves" in decision["reason"]
     assert record["processes"] == 3  # the driver's probe plus two workers
+
+
+def test_auto_sizes_batches_for_the_back_end_that_may_take_over():
+    if "ray" not in installed_backends():
+        pytest.skip("ray is not installed")
+    auto = runners.load_backend("auto")
+    options = auto.Options(parallel="ray")
+    with auto(options, 2) as started:  # start() loads the class only: no Ray is started
+        assert started.max_batch_bytes == runners.load_backend("ray").max_batch_bytes is not None

@@ -11,7 +11,7 @@ import pytest
 from runners_tasks.tiny import add_one
 
 import runners
-from runners import Batch, PackedValues, Task, Verdict, param
+from runners import Batch, PackedValues, Task, Verdict, param, testing
 from runners._backend import packed as packed_values
 from runners._engine import MAX_BATCH_BYTES
 from tests.conftest import installed_backends
@@ -90,3 +90,67 @@ def test_process_back_ends_send_many_small_values_packed(backend):
     assert result.error is None, result.error
     assert isinstance(result.values, PackedValues)
     assert list(result.values) == list(range(1, 10_001))
+
+
+class AttrDict(dict):
+    __getattr__ = dict.__getitem__  # a common idiom: a missing attribute raises KeyError, not AttributeError
+
+
+def test_odd_objects_do_not_break_sizing():
+    task = Task("attrs", BlobParams, lambda params, seed: [AttrDict(n=i) for i in range(params.n)],
+                testing.echo, lambda values, params: sum(v.n for v in values),
+                lambda total, params: Verdict(True, ""))
+    assert runners.run(task, params={"n": 100}).result == sum(range(100))
+
+
+@dataclass
+class Holder:
+    data: object  # a numpy array: the object itself is small, what it holds is not
+
+
+def holder(item: int) -> Holder:
+    import numpy as np
+
+    return Holder(np.full(VALUE_BYTES // 8, item, dtype=np.float64))
+
+
+def test_values_are_sized_by_what_they_hold():
+    n = 400
+    task = Task("holders", BlobParams, lambda params, seed: range(params.n), holder,
+                lambda values, params: sum(int(v.data[0]) for v in values),
+                lambda total, params: Verdict(total == params.n * (params.n - 1) // 2, "sum of items"))
+    record = runners.run(task, params={"n": n})
+    assert record.check.ok
+    assert record.batches >= n * VALUE_BYTES // MAX_BATCH_BYTES
+
+
+def test_one_big_item_does_not_pin_later_batches_at_one_item():
+    import numpy as np
+
+    items = [np.zeros(300_000)] + list(range(20_000))
+    record = runners.run(testing.map_task(testing.echo), params={"items": items})
+    assert len(record.result) == len(items)
+    assert record.batches < 1_000  # a running maximum of item sizes made 20,001
+
+
+def _refuse(reason: str) -> None:
+    raise ValueError(reason)
+
+
+class Unloadable:
+    """Pickles fine; unpickling it raises (as a class missing where the values arrive would)."""
+
+    def __reduce__(self):
+        return _refuse, ("this value does not unpickle",)
+
+
+def unloadable(item: int) -> Unloadable:
+    return Unloadable()
+
+
+def test_a_value_that_does_not_unpickle_in_the_driver_is_a_clear_error():
+    task = Task("unloadable", BlobParams, lambda params, seed: range(params.n), unloadable,
+                lambda values, params: sum(1 for _ in values), lambda total, params: Verdict(True, ""))
+    with pytest.raises(runners.RunnersError, match=r"items 0\.\.\d+ ran, but one of their values could not "
+                                                   r"be unpickled.*this value does not unpickle"):
+        runners.run(task, backend="futures", workers=2, params={"n": 2_000}, chunksize=2_000)

@@ -59,7 +59,9 @@ class AutoBackend(Backend):
         self._largest = 0  # the largest batch so far: a smaller one means the end is near
         if self.options.parallel == self.name:
             raise ConfigError("backend.parallel: 'auto' cannot hand over to itself; use e.g. 'futures'")
-        load_backend(self.options.parallel)  # a bad name is an error now, not after the probe
+        # A bad name is an error now, not after the probe; and its batches must suit the back-end
+        # that may take them over (Ray's are smaller).
+        self.max_batch_bytes = load_backend(self.options.parallel).max_batch_bytes
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         if self._parallel is not None:  # a retry pass after the hand-over

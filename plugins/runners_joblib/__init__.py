@@ -26,6 +26,7 @@ from runners import (
     ConfigError,
     ItemFailure,
     WorkerLost,
+    load_backend,
     param,
     portable_exception,
     prepare_worker,
@@ -123,6 +124,7 @@ class JoblibBackend(Backend):
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         register_ray()
+        self.max_batch_bytes = load_backend("ray").max_batch_bytes  # the results travel as Ray's do
         if ray.is_initialized():  # a Ray the caller started is theirs to keep
             return
         # A Ray that ray.init starts here would listen on every interface: the ray back-end takes the

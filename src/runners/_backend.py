@@ -199,7 +199,9 @@ class Backend(abc.ABC):
     shares_memory: ClassVar[bool] = False  # workers see the driver's memory (no copies)
     runs_coroutines: ClassVar[bool] = False  # `fn` is the task's async function, not its plain one
     enforces_timeout: ClassVar[bool] = False  # stops a worker whose item outlives `Batch.timeout`
-    max_batch_bytes: ClassVar[int | None] = None  # a smaller bound on a batch's bytes (engine: ~1.5 MB)
+    # A smaller bound on a batch's bytes than the engine's ~1.5 MB. Read once start() has run, so a
+    # back-end that hands batches to another (auto, joblib's Ray bridge) may set it there.
+    max_batch_bytes: int | None = None
 
     def __init__(self, options: Any = None, workers: int | None = None) -> None:
         self.options = options if options is not None else self.Options()

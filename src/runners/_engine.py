@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from ._backend import IN_WORKER, Backend, Batch, BatchResult, ItemFailure, PackedValues, usable_cpus
+from ._backend import (
+    IN_WORKER,
+    PIECE_VALUES,
+    Backend,
+    Batch,
+    BatchResult,
+    ItemFailure,
+    PackedValues,
+    usable_cpus,
+)
 from ._deadline import Expired, check_time_limit, time_limit
 from ._errors import (
     ConfigError,
@@ -276,7 +285,7 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
 
     Failed batches that the policy retries are run again in a further pass over the back-end.
     """
-    waiting: dict[int, list[Any]] = {}  # finished batches that wait for an earlier one
+    waiting: dict[int, tuple[int, Any]] = {}  # finished batches that wait for an earlier one: (start, values)
     given_up: set[int] = set()  # failed batches skipped over (fail_fast off)
     failures: list[RunnersError] = []
     attempts: dict[int, int] = {}
@@ -302,14 +311,14 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
                         failures.append(error)
                         given_up.add(batch.id)
                     continue
-                waiting[batch.id] = result.values
+                waiting[batch.id] = (batch.start, result.values)
                 if progress is not None:
                     progress(len(result.values))
                 while following in waiting or following in given_up:
                     if following in given_up:
                         given_up.discard(following)
                     else:
-                        yield from waiting.pop(following)
+                        yield from _unpacked(*waiting.pop(following))
                     following += 1
         finally:
             close = getattr(results, "close", None)
@@ -320,6 +329,26 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
         raise FailedItems(failures, batcher.count)
     if following != batcher.count:
         raise RunnersError(f"the back-end returned {following} of {batcher.count} batches; results were lost")
+
+
+def _unpacked(start: int, values: Iterable[Any]) -> Iterator[Any]:
+    """The values of the batch that begins at item `start`, packed ones unpickled a piece at a time."""
+    if not isinstance(values, PackedValues):
+        yield from values
+        return
+    end = start + len(values)
+    for piece in values.pieces:
+        try:
+            chunk = pickle.loads(piece)
+        except Exception as exc:  # noqa: BLE001 - whatever a value's unpickling raises
+            last = min(start + PIECE_VALUES, end) - 1
+            raise RunnersError(
+                f"items {start}..{last} ran, but one of their values could not be unpickled in the "
+                f"driver ({type(exc).__name__}: {exc}); values must unpickle where the run is: define "
+                "their classes at the top level of an importable module"
+            ) from exc
+        yield from chunk
+        start += len(chunk)
 
 
 def _remembered(batches: Iterable[Batch], in_flight: dict[int, Batch]) -> Iterator[Batch]:
@@ -385,7 +414,7 @@ class Batcher:
             if not chunk:
                 return
             if not isinstance(chunk, range):
-                self.item_bytes = max(self.item_bytes, sampled_bytes(chunk))
+                self.item_bytes = sampled_bytes(chunk)  # the latest: one big item must not pin sizes at 1
             yield Batch(self.count, self.fn, self.issued, chunk, self.timeout)
             self.issued += len(chunk)
             self.count += 1
@@ -415,27 +444,39 @@ class Batcher:
 
 
 def sampled_bytes(values: Sequence[Any], samples: int = 5) -> int:
-    """Bytes per element of `values` in memory, from up to `samples` elements spread over it: each
-    one's own size and that of what it holds one level down (a tuple's fields, a dict's entries),
-    plus its slot in the list. An estimate, for sizing batches, not an account."""
+    """Bytes per element of `values` in memory, from up to `samples` elements spread over it, plus
+    its slot in the list. An estimate, for sizing batches, not an account."""
     step = max(1, len(values) // samples)
     picked = [values[i] for i in range(0, len(values), step)][:samples]
     return max(_footprint(value) for value in picked) + 8
 
 
-def _footprint(value: Any) -> int:
-    size = sys.getsizeof(value, 64)
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):  # a numpy array (or a view of one, whose getsizeof leaves out the data)
-        return max(size, nbytes)
-    if isinstance(value, dict):
-        inner = list(islice(value.items(), 16))
-        inside = sum(sys.getsizeof(k, 64) + sys.getsizeof(v, 64) for k, v in inner)
-        return size + inside * len(value) // max(len(inner), 1)
-    if isinstance(value, tuple | list | set | frozenset):
-        inner = list(islice(value, 16))
-        return size + sum(sys.getsizeof(v, 64) for v in inner) * len(value) // max(len(inner), 1)
-    return size
+ATOMS = (str, bytes, bytearray, int, float, complex, bool, type(None))
+
+
+def _footprint(value: Any, depth: int = 3) -> int:
+    """`value`'s size and, a few levels down, that of what it holds (container elements, dict entries,
+    an object's attributes), each level from up to 16 samples. Anything odd counts as 64 bytes: a
+    user's object may raise from __sizeof__ or from an attribute lookup, and sizing must not fail."""
+    try:
+        numpy = sys.modules.get("numpy")  # not imported here: no numpy loaded, no arrays to size
+        if numpy is not None and isinstance(value, numpy.ndarray):
+            return max(sys.getsizeof(value), value.nbytes)  # a view's getsizeof leaves out the data
+        size = sys.getsizeof(value)
+        if depth == 0 or isinstance(value, ATOMS):
+            return size
+        if isinstance(value, dict):
+            inner, count = [x for pair in islice(value.items(), 16) for x in pair], 2 * len(value)
+        elif isinstance(value, tuple | list | set | frozenset):
+            inner, count = list(islice(value, 16)), len(value)
+        elif isinstance(getattr(value, "__dict__", None), dict):
+            inner, count = list(islice(vars(value).values(), 16)), len(vars(value))
+        else:
+            return size
+        held = sum(_footprint(v, depth - 1) for v in inner)
+        return size + held * count // max(len(inner), 1)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return 64
 
 
 def ensure_picklable(fn: Any, task: str) -> None:
