@@ -75,7 +75,6 @@ def test_packed_values_come_back_whole_and_in_order():
 def test_values_that_do_not_pickle_are_left_to_the_transport():
     values = [*range(500), lambda: None]  # cloudpickle (Ray, dask) can send a lambda; pickle cannot
     assert packed_values(values) is values
-    assert packed_values(list(range(10))) == list(range(10))  # too few to gain: left as they are
 
 
 PROCESS_BACKENDS = [name for name in installed_backends()
@@ -133,24 +132,21 @@ def test_one_big_item_does_not_pin_later_batches_at_one_item():
     assert record.batches < 1_000  # a running maximum of item sizes made 20,001
 
 
-def _refuse(reason: str) -> None:
-    raise ValueError(reason)
-
-
-class Unloadable:
-    """Pickles fine; unpickling it raises (as a class missing where the values arrive would)."""
-
-    def __reduce__(self):
-        return _refuse, ("this value does not unpickle",)
-
-
-def unloadable(item: int) -> Unloadable:
-    return Unloadable()
+UNLOADABLE = Task("unloadable", BlobParams, lambda params, seed: range(params.n), testing.return_unloadable,
+                  lambda values, params: sum(1 for _ in values), lambda total, params: Verdict(True, ""))
 
 
 def test_a_value_that_does_not_unpickle_in_the_driver_is_a_clear_error():
-    task = Task("unloadable", BlobParams, lambda params, seed: range(params.n), unloadable,
-                lambda values, params: sum(1 for _ in values), lambda total, params: Verdict(True, ""))
     with pytest.raises(runners.RunnersError, match=r"items 0\.\.\d+ ran, but one of their values could not "
-                                                   r"be unpickled.*this value does not unpickle"):
-        runners.run(task, backend="futures", workers=2, params={"n": 2_000}, chunksize=2_000)
+                                                   r"be unpickled.*refuses to be unpickled"):
+        runners.run(UNLOADABLE, backend="futures", workers=2, params={"n": 2_000}, chunksize=2_000)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+@pytest.mark.parametrize("n", [10, 2_000])  # sent as they are, and packed
+def test_a_result_that_does_not_unpickle_ends_the_run_with_an_error(backend, n):
+    # The worker's function lives in runners.testing: a worker that imported this module would import
+    # conftest too, whose multiprocessing folder a killed Ray worker leaves in the test's TMPDIR.
+    with pytest.raises(runners.RunnersError, match="could not be unpickled in the driver"):
+        runners.run(UNLOADABLE, backend=backend, workers=2, params={"n": n}, chunksize=n, retries=0)

@@ -85,15 +85,18 @@ class PackedValues:
         return sum(len(piece) for piece in self.pieces)
 
 
-PACK_AT_LEAST = 256  # values; fewer gain nothing from packing (and big values are few to a batch)
 PIECE_VALUES = 8192  # values unpickled at a time in the driver
 
 
 def packed(values: list[Any]) -> list[Any] | PackedValues:
-    """`values` as PackedValues when there are enough to gain; as they are if a piece will not
-    pickle (the transport may still manage, e.g. cloudpickle, or report it as it always has)."""
-    if len(values) < PACK_AT_LEAST:
-        return values
+    """`values` as PackedValues; as they are if one will not pickle (the transport may still manage,
+    e.g. cloudpickle, or report it as it always has).
+
+    Even a few values are packed: then a value that pickles here but cannot be unpickled in the
+    driver (its class missing there) fails in the engine, as a clear error, on every back-end;
+    left to the transports it hung a multiprocessing pool, and surfaced as a lost worker or a bare
+    exception elsewhere.
+    """
     try:
         pieces = [pickle.dumps(values[i:i + PIECE_VALUES], pickle.HIGHEST_PROTOCOL)
                   for i in range(0, len(values), PIECE_VALUES)]

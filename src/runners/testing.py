@@ -121,7 +121,7 @@ def _explode_on_load() -> None:
 
 
 class ExplodesOnLoad:
-    """Pickles fine in the driver; unpickling it in a worker raises."""
+    """Pickles fine; unpickling it raises (an argument in a worker, or a result in the driver)."""
 
     def __reduce__(self) -> tuple:
         return (_explode_on_load, ())
@@ -129,6 +129,10 @@ class ExplodesOnLoad:
 
 def return_unpicklable(item: Any) -> Any:
     return lambda: item  # the result cannot be pickled back to the driver
+
+
+def return_unloadable(item: Any) -> ExplodesOnLoad:
+    return ExplodesOnLoad()  # the result pickles in the worker and fails to unpickle in the driver
 
 
 def kill_self_with_big_payload(item: tuple[int, bytes]) -> int:
