@@ -150,3 +150,7 @@ def test_a_result_that_does_not_unpickle_ends_the_run_with_an_error(backend, n):
     # conftest too, whose multiprocessing folder a killed Ray worker leaves in the test's TMPDIR.
     with pytest.raises(runners.RunnersError, match="could not be unpickled in the driver"):
         runners.run(UNLOADABLE, backend=backend, workers=2, params={"n": n}, chunksize=n, retries=0)
+
+
+def test_a_batch_whose_first_item_fails_packs_nothing():
+    assert packed_values([]) == []

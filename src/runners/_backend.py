@@ -97,6 +97,8 @@ def packed(values: list[Any]) -> list[Any] | PackedValues:
     left to the transports it hung a multiprocessing pool, and surfaced as a lost worker or a bare
     exception elsewhere.
     """
+    if not values:  # a batch whose first item failed
+        return values
     try:
         pieces = [pickle.dumps(values[i:i + PIECE_VALUES], pickle.HIGHEST_PROTOCOL)
                   for i in range(0, len(values), PIECE_VALUES)]

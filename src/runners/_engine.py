@@ -421,7 +421,7 @@ class Batcher:
 
     def observe(self, result: BatchResult) -> None:
         values = result.values
-        if isinstance(values, PackedValues):  # what waits in the driver is the pickled pieces
+        if isinstance(values, PackedValues) and values:  # what waits in the driver: the pickled pieces
             self.value_bytes = values.nbytes // len(values) + 1
         elif values:  # the latest, not the largest: the first one-item batches are never packed
             self.value_bytes = sampled_bytes(values)
