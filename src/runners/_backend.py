@@ -74,12 +74,6 @@ class PackedValues:
         for piece in self.pieces:
             yield from pickle.loads(piece)
 
-    def __getstate__(self) -> tuple[list[bytes], int]:
-        return self.pieces, self.count
-
-    def __setstate__(self, state: tuple[list[bytes], int]) -> None:
-        self.pieces, self.count = state
-
     @property
     def nbytes(self) -> int:
         return sum(len(piece) for piece in self.pieces)
@@ -124,8 +118,8 @@ class BatchResult:
 def run_batch(batch: Batch, pack: bool = False) -> BatchResult:
     """Run one batch in the current process; stops at the first item that raises. Used by workers.
 
-    `pack`: the result travels to another process (the driver), so pickle many small values into a
-    few pieces here (PackedValues); in-process back-ends (serial, threads) leave it off.
+    `pack`: the result travels to another process (the driver), so pickle the values into a few
+    pieces here (PackedValues); in-process back-ends (serial, threads) leave it off.
     """
     values: list[Any] = []
     error = None

@@ -421,10 +421,9 @@ class Batcher:
 
     def observe(self, result: BatchResult) -> None:
         values = result.values
-        if isinstance(values, PackedValues) and values:  # what waits in the driver: the pickled pieces
-            self.value_bytes = values.nbytes // len(values) + 1
-        elif values:  # the latest, not the largest: the first one-item batches are never packed
-            self.value_bytes = sampled_bytes(values)
+        if values:  # what waits in the driver (pickled pieces, or objects): the latest, not the largest
+            packed = isinstance(values, PackedValues)
+            self.value_bytes = values.nbytes // len(values) + 1 if packed else sampled_bytes(values)
         if result.values and result.seconds > 0:
             cost = result.seconds / len(result.values)
             self.item_seconds = cost if self.item_seconds is None else 0.5 * (self.item_seconds + cost)
