@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 import runners
+import runners.testing
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.skipif(not runners.backend_status("ray")[0], reason="ray is not installed")
@@ -225,3 +226,23 @@ def test_bind_to_loopback_is_the_default_and_may_be_said_explicitly():
                    "--json", timeout=180)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"] == runners.run("tiny").result
+
+
+def test_a_private_instance_returns_a_whole_batch_of_values_inline_not_through_the_object_store():
+    # Its batches may hold max_batch_bytes of values (an estimate): results up to twice that must come
+    # back in the task's reply, since those that go through the object store stay mapped in the driver.
+    from ray._private.internal_api import memory_summary
+
+    backend = runners.load_backend("ray")(workers=1)
+    with backend:
+        import ray
+
+        assert backend.max_batch_bytes > runners.load_backend("ray").max_batch_bytes  # larger than a joined Ray's
+        echo = ray.remote(runners.testing.echo)
+        size = int(1.9 * backend.max_batch_bytes)
+        refs = [echo.remote(b"x" * size) for _ in range(3)]
+        ready, _ = ray.wait(refs, num_returns=3, timeout=60)
+        assert len(ready) == 3
+        stats = memory_summary(ray.get_runtime_context().gcs_address, stats_only=True)
+        assert "0 objects" in stats, stats
+        assert all(len(value) == size for value in ray.get(refs))
