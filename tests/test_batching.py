@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from runners_tasks.tiny import add_one
 import runners
 from runners import Batch, PackedValues, Task, Verdict, param, testing
 from runners._backend import packed as packed_values
-from runners._engine import MAX_BATCH_BYTES
+from runners._engine import MAX_BATCH_BYTES, OVERHEAD_MULTIPLE
 from tests.conftest import installed_backends
 
 VALUE_BYTES = 100_000
@@ -154,3 +155,64 @@ def test_a_result_that_does_not_unpickle_ends_the_run_with_an_error(backend, n):
 
 def test_a_batch_whose_first_item_fails_packs_nothing():
     assert packed_values([]) == []
+
+
+class LaggyBackend(runners.Backend):
+    """Runs batches here, each result arriving `lag` seconds after its batch was handed over: a
+    back-end whose round trip costs more than its work (dask's ~30 ms, Ray's ~5 ms)."""
+
+    name = "laggy"
+    shares_memory = True
+    lag = 0.0
+
+    def start(self) -> None:
+        pass
+
+    def run(self, batches: Iterator[Batch]) -> Iterator[runners.BatchResult]:
+        for batch in batches:
+            time.sleep(self.lag)
+            yield runners.run_batch(batch)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def spin(item: int) -> int:
+    """~5 us of work, unless it is item 0, which takes 5 ms (a worker's cold first call)."""
+    if item == 0:
+        time.sleep(0.005)
+    return sum(range(300)) + item
+
+
+SPIN = Task("spin", BlobParams, lambda params, seed: range(params.n), spin, lambda values, params: sum(values),
+            lambda total, params: Verdict(total == params.n * sum(range(300)) + params.n * (params.n - 1) // 2,
+                                          "n x 44850 + sum of items"))
+
+
+def batch_sizes_on(lag: float, n: int) -> list[int]:
+    backend = LaggyBackend(None, 2)
+    backend.lag = lag
+    sizes: list[int] = []
+    with backend:
+        record = runners.run_on(backend, runners.plan(runners.Job(task=SPIN, params={"n": n})),
+                                progress=sizes.append)
+    assert record.check.ok, record.check
+    return sizes
+
+
+def test_tail_batches_stay_a_few_round_trips_long_where_a_round_trip_is_dear():
+    n = 40_000  # ~0.2 s of work: the balancing tail cuts it into ever smaller batches
+    cheap, dear = batch_sizes_on(0.0, n), batch_sizes_on(0.03, n)
+    # The 30 ms each batch costs beyond its work is measured, so tail batches carry at least twice
+    # that (~10,000 items), where without it they shrink to 10 ms of work (~2,000).
+    tails = [sizes[sizes.index(max(sizes)):-1] for sizes in (cheap, dear)]  # from the largest, but the rest
+    assert all(tails) and min(tails[1]) >= 2 * min(tails[0]), (cheap, dear)
+    assert len(dear) < len(cheap), (dear, cheap)
+
+
+def test_the_item_cost_follows_large_batches_not_the_first_slow_item():
+    # A cold first call (5 ms here) says little of what an item costs; the batches of hundreds that
+    # follow do, and the sizes grow to the target (0.1 s of work, ~20,000 items) within a few batches.
+    sizes = batch_sizes_on(0.0, 400_000)
+    assert sizes[0] == 1
+    assert max(sizes[:5]) >= 5_000, sizes

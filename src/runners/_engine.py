@@ -43,6 +43,10 @@ from ._validate import build
 DEFAULT_SEED = 20260101
 TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (~0.1-1 ms), short enough to balance
 MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this much work
+# ... nor below this many times what a batch costs beyond its work, as measured: ~0.5 ms on a
+# process pool, but ~5 ms on Ray, ~10 ms on joblib (its results are polled every 10 ms) and ~30 ms on
+# dask (its scheduler runs in the driver), where 10-ms batches would cost more than they balance.
+OVERHEAD_MULTIPLE = 2
 # What one batch's items and values may take in the driver (estimated), whatever their count: with
 # 2 x workers batches in flight this bounds the driver's memory. Small ints then come ~300,000 to a
 # batch when packed (PackedValues: ~5 bytes each), ~44,000 when not, and 100 KB values 15 at a time;
@@ -289,7 +293,7 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
     given_up: set[int] = set()  # failed batches skipped over (fail_fast off)
     failures: list[RunnersError] = []
     attempts: dict[int, int] = {}
-    in_flight: dict[int, Batch] = {}
+    in_flight: dict[int, tuple[Batch, float]] = {}  # handed to the back-end, and when
     following = 0
     source: Iterable[Batch] = batcher
     while source:
@@ -297,9 +301,9 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
         results = backend.run(_remembered(source, in_flight))
         try:
             for result in results:
-                batch = in_flight.pop(result.batch_id)
+                batch, handed = in_flight.pop(result.batch_id)
                 attempt = attempts[batch.id] = attempts.get(batch.id, 0) + 1
-                batcher.observe(result)
+                batcher.observe(result, time.perf_counter() - handed)
                 tally.add(result, attempt)
                 if result.error is not None:
                     error = as_exception(result.error, result, attempt)
@@ -351,10 +355,11 @@ def _unpacked(start: int, values: Iterable[Any]) -> Iterator[Any]:
         start += len(chunk)
 
 
-def _remembered(batches: Iterable[Batch], in_flight: dict[int, Batch]) -> Iterator[Batch]:
-    """Pass batches through, noting each one handed to the back-end so a failure can be retried."""
+def _remembered(batches: Iterable[Batch], in_flight: dict[int, tuple[Batch, float]]) -> Iterator[Batch]:
+    """Pass batches through, noting each one handed to the back-end (so a failure can be retried) and
+    when (so the batcher learns what a round trip costs)."""
     for batch in batches:
-        in_flight[batch.id] = batch
+        in_flight[batch.id] = (batch, time.perf_counter())
         yield batch
 
 
@@ -379,9 +384,10 @@ class Batcher:
     """Cuts items into batches on demand, sizing each from the item cost measured so far.
 
     Like joblib's auto batching: start with one item, then aim for batches of TARGET_BATCH_SECONDS,
-    and shrink towards the end so that the last batches spread over all workers. Whatever their
-    cost, batches hold at most `max_bytes` of items and values (measured on samples, or on the
-    packed values as they wait in the driver).
+    and shrink towards the end so that the last batches spread over all workers, but not below a
+    few times what a round trip costs beyond the work (measured: the back-end's own overhead).
+    Whatever their cost, batches hold at most `max_bytes` of items and values (measured on samples,
+    or on the packed values as they wait in the driver).
     """
 
     def __init__(self, items: Sequence[Any] | Iterable[Any], fn: Any, workers: int,
@@ -397,6 +403,8 @@ class Batcher:
         self.issued = 0
         self.count = 0
         self.item_seconds: float | None = None
+        self.measured = (0.0, 0.0)  # seconds and items of the batches seen, older ones halved each time
+        self.overhead: float | None = None  # the least a batch took beyond its work (round trip - work)
         self.item_bytes = 0  # a range slice is a few bytes however long: its items cost nothing here
         self.value_bytes = 0
 
@@ -419,14 +427,21 @@ class Batcher:
             self.issued += len(chunk)
             self.count += 1
 
-    def observe(self, result: BatchResult) -> None:
+    def observe(self, result: BatchResult, round_trip: float) -> None:
+        """Learn from a finished batch, which took `round_trip` seconds from hand-over to result."""
         values = result.values
         if values:  # what waits in the driver (pickled pieces, or objects): the latest, not the largest
             packed = isinstance(values, PackedValues)
             self.value_bytes = values.nbytes // len(values) + 1 if packed else sampled_bytes(values)
         if result.values and result.seconds > 0:
-            cost = result.seconds / len(result.values)
-            self.item_seconds = cost if self.item_seconds is None else 0.5 * (self.item_seconds + cost)
+            # Weighted by items: the first one-item batches, whose seconds are mostly the timer's and
+            # the call's, must not hold the estimate up while batches of thousands come back.
+            seconds, items = self.measured
+            self.measured = (0.5 * seconds + result.seconds, 0.5 * items + len(result.values))
+            self.item_seconds = self.measured[0] / self.measured[1]
+        # The least, not an average: a batch that waited behind another in a worker did not cost more.
+        beyond = max(round_trip - result.seconds, 0.0)
+        self.overhead = beyond if self.overhead is None else min(self.overhead, beyond)
 
     def next_size(self) -> int:
         if self.chunksize is not None:
@@ -434,10 +449,11 @@ class Batcher:
         if self.item_seconds is None:
             return 1
         cost = max(self.item_seconds, 1e-9)
-        size = int(TARGET_BATCH_SECONDS / cost)
+        least = max(MIN_BATCH_SECONDS, OVERHEAD_MULTIPLE * (self.overhead or 0.0))
+        size = int(max(TARGET_BATCH_SECONDS, least) / cost)
         if self.total is not None:
             remaining = self.total - self.issued
-            balanced = max(math.ceil(remaining / (2 * self.workers)), int(MIN_BATCH_SECONDS / cost))
+            balanced = max(math.ceil(remaining / (2 * self.workers)), int(least / cost))
             size = min(size, balanced)
         return max(1, min(size, self.max_bytes // max(self.item_bytes + self.value_bytes, 1)))
 
