@@ -8,19 +8,29 @@ every worker) before the clock starts, and the clock stops when the last result 
 runners: `run_on(started_backend, plan)`; by hand: `Pool.map` (default chunksize),
 `ProcessPoolExecutor.map`, `joblib.Parallel` defaults, `ray.get([f.remote(x) ...])`, dask
 `client.gather(client.map(...))`. Sides alternate, best of `--repeat`. Target: ratio <= 1.05.
+
+mpi runs under `mpiexec -n WORKERS` on both sides, each a job of its own: runners is
+`python -m runners exec pi --backend mpi` (its compute phase, from the --json record), by hand the
+textbook scatter / compute / gather of benchmarks/_mpi_by_hand.py, timed from a barrier after every
+rank has started. Their results must be equal.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from _common import arguments, table, verdict, wait_for_quiet
 from runners_tasks.pi import count_inside
 
 import runners
 
-BACKENDS = ("multiprocessing", "futures", "joblib", "ray", "dask")
+BACKENDS = ("multiprocessing", "futures", "joblib", "mpi", "ray", "dask")
+BY_HAND_MPI = Path(__file__).with_name("_mpi_by_hand.py")
 
 
 def by_hand(backend: str, workers: int) -> tuple[Callable[[list], list], Callable[[], None]]:
@@ -100,6 +110,31 @@ def compare(backend: str, workers: int, params: dict, items: list, repeat: int,
     return mine, raw
 
 
+def compare_mpi(workers: int, params: dict, repeat: int) -> tuple[list[float], list[float]]:
+    """Compute seconds per repeat of runners' mpi back-end and of the same work by hand, each in a job
+    of its own under mpiexec (start-up outside the clock on both sides), alternating."""
+    from runners_mpi import mpiexec_command
+
+    sets = [x for key in ("samples", "item_samples") for x in ("--set", f"{key}={params[key]}")]
+    mine_command = mpiexec_command(workers, ["-m", "runners", "exec", "pi", "--backend", "mpi", "--json", *sets])
+    raw_command = mpiexec_command(workers, [str(BY_HAND_MPI), str(params["samples"]), str(params["item_samples"])])
+
+    def job(command: list[str]) -> dict:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(command)} failed:\n{done.stderr}")
+        return json.loads(done.stdout)
+
+    mine: list[float] = []
+    raw: list[float] = []
+    for _ in range(repeat):
+        record, by_hand = job(mine_command), job(raw_command)
+        assert record["result"] == by_hand["result"], (record["result"], by_hand["result"])
+        mine.append(record["timings"]["compute"])
+        raw.append(by_hand["seconds"])
+    return mine, raw
+
+
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--repeat", type=int, default=3)
@@ -112,7 +147,10 @@ def main() -> None:
     wait_for_quiet(options.max_load)
     rows = []
     for backend in options.backends:
-        mine, raw = compare(backend, options.workers, params, items, options.repeat, expected)
+        if backend == "mpi":
+            mine, raw = compare_mpi(options.workers, params, options.repeat)
+        else:
+            mine, raw = compare(backend, options.workers, params, items, options.repeat, expected)
         ratio = min(mine) / min(raw)
         rows.append([backend, len(items), min(mine), min(raw), ratio, verdict(ratio <= 1.05)])
         print(f"  {backend}: runners {[round(x, 3) for x in mine]}, by hand {[round(x, 3) for x in raw]}",
