@@ -14,7 +14,7 @@ from runners_tasks.tiny import add_one
 import runners
 from runners import Batch, PackedValues, Task, Verdict, param, testing
 from runners._backend import packed as packed_values
-from runners._engine import MAX_BATCH_BYTES, OVERHEAD_MULTIPLE
+from runners._engine import MAX_BATCH_BYTES
 from tests.conftest import installed_backends
 
 VALUE_BYTES = 100_000
@@ -184,9 +184,13 @@ def spin(item: int) -> int:
     return sum(range(300)) + item
 
 
-SPIN = Task("spin", BlobParams, lambda params, seed: range(params.n), spin, lambda values, params: sum(values),
-            lambda total, params: Verdict(total == params.n * sum(range(300)) + params.n * (params.n - 1) // 2,
-                                          "n x 44850 + sum of items"))
+def spin_total(total: int, params: BlobParams) -> Verdict:
+    expected = params.n * sum(range(300)) + params.n * (params.n - 1) // 2
+    return Verdict(total == expected, "n x 44850 + sum of items")
+
+
+SPIN = Task("spin", BlobParams, lambda params, seed: range(params.n), spin,
+            lambda values, params: sum(values), spin_total)
 
 
 def batch_sizes_on(lag: float, n: int) -> list[int]:

@@ -237,7 +237,7 @@ def test_a_private_instance_returns_a_whole_batch_of_values_inline_not_through_t
     with backend:
         import ray
 
-        assert backend.max_batch_bytes > runners.load_backend("ray").max_batch_bytes  # larger than a joined Ray's
+        assert backend.max_batch_bytes > runners.load_backend("ray").max_batch_bytes  # a joined Ray's
         echo = ray.remote(runners.testing.echo)
         size = int(1.9 * backend.max_batch_bytes)
         refs = [echo.remote(b"x" * size) for _ in range(3)]
