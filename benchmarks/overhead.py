@@ -7,7 +7,9 @@ number of workers, start-up EXCLUDED on both sides: each pool is started and war
 every worker) before the clock starts, and the clock stops when the last result is in the driver.
 runners: `run_on(started_backend, plan)`; by hand: `Pool.map` (default chunksize),
 `ProcessPoolExecutor.map`, `joblib.Parallel` defaults, `ray.get([f.remote(x) ...])`, dask
-`client.gather(client.map(...))`. Sides alternate, best of `--repeat`. Target: ratio <= 1.05.
+`client.gather(client.map(...))`. Sides alternate `--repeat` times; printed: best of each side and
+the median of the paired ratios, on which the verdict is (this VM's speed swings by 10-30% within a
+minute, so a best-of-N on either side can be one lucky run). Target: ratio <= 1.05.
 
 mpi runs under `mpiexec -n WORKERS` on both sides, each a job of its own: runners is
 `python -m runners exec pi --backend mpi` (its compute phase, from the --json record), by hand the
@@ -18,6 +20,7 @@ rank has started. Their results must be equal.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -139,7 +142,7 @@ def compare_mpi(workers: int, params: dict, repeat: int) -> tuple[list[float], l
 
 def main() -> None:
     parser = arguments(__doc__)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
     options = parser.parse_args()
@@ -153,13 +156,15 @@ def main() -> None:
             mine, raw = compare_mpi(options.workers, params, options.repeat)
         else:
             mine, raw = compare(backend, options.workers, params, items, options.repeat, expected)
-        ratio = min(mine) / min(raw)
-        rows.append([backend, len(items), min(mine), min(raw), ratio, verdict(ratio <= 1.05)])
+        median = statistics.median(m / r for m, r in zip(mine, raw, strict=True))
+        rows.append([backend, len(items), min(mine), min(raw), min(mine) / min(raw), median,
+                     verdict(median <= 1.05)])
         print(f"  {backend}: runners {[round(x, 3) for x in mine]}, by hand {[round(x, 3) for x in raw]}",
               flush=True)
     print(f"pi {len(items)} items of {params['item_samples']:,} samples, {options.workers} workers, "
-          "start-up excluded on both sides, best of", options.repeat)
-    print(table(["backend", "items", "runners s", "by hand s", "ratio", "<= 1.05"], rows))
+          f"start-up excluded on both sides, {options.repeat} alternating pairs")
+    print(table(["backend", "items", "runners s (best)", "by hand s (best)", "best/best",
+                 "median of runners/by hand", "<= 1.05"], rows))
 
 
 if __name__ == "__main__":
