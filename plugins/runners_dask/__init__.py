@@ -160,9 +160,7 @@ class DaskBackend(Backend):
         in_flight = self.options.in_flight or 2 * self.workers
         run_id = uuid.uuid4().hex[:8]
         pending: dict[Any, Batch] = {}
-        # with_results: the loop thread fetches each result as its batch finishes, while this thread
-        # is still combining the previous one (result() here would fetch it only when asked).
-        finished = as_completed(loop=self._client.loop, with_results=True, raise_errors=False)
+        finished = as_completed(loop=self._client.loop)
         travels = self.options.processes or self.options.address is not None  # else: threads here
 
         def submit(batch: Batch) -> None:
@@ -176,9 +174,9 @@ class DaskBackend(Backend):
         try:
             for batch in islice(batches, in_flight):
                 submit(batch)
-            for future, fetched in finished:
+            for future in finished:
                 batch = pending.pop(future)
-                yield fetched if future.status == "finished" else self._outcome(future, batch)
+                yield self._outcome(future, batch)
                 following = next(batches, None)
                 if following is not None:
                     submit(following)
@@ -190,6 +188,8 @@ class DaskBackend(Backend):
     def _outcome(self, future: Any, batch: Batch) -> BatchResult:
         from distributed import KilledWorker
 
+        if future.status == "finished":
+            return future.result()
         indices = list(range(batch.start, batch.start + len(batch.items)))
         if future.status == "cancelled":
             return BatchResult(batch.id, [], WorkerLost("dask cancelled the batch (lost the scheduler?)",
