@@ -14,7 +14,7 @@ from runners_tasks.tiny import add_one
 import runners
 from runners import Batch, PackedValues, Task, Verdict, param, testing
 from runners._backend import packed as packed_values
-from runners._engine import MAX_BATCH_BYTES
+from runners._engine import MAX_BATCH_BYTES, Batcher
 from tests.conftest import installed_backends
 
 VALUE_BYTES = 100_000
@@ -204,19 +204,38 @@ def batch_sizes_on(lag: float, n: int) -> list[int]:
     return sizes
 
 
-def test_tail_batches_stay_a_few_round_trips_long_where_a_round_trip_is_dear():
+def test_a_back_end_with_dear_round_trips_gets_fewer_batches():
     n = 40_000  # ~0.2 s of work: the balancing tail cuts it into ever smaller batches
     cheap, dear = batch_sizes_on(0.0, n), batch_sizes_on(0.03, n)
-    # The 30 ms each batch costs beyond its work is measured, so tail batches carry at least twice
-    # that (~10,000 items), where without it they shrink to 10 ms of work (~2,000).
-    tails = [sizes[sizes.index(max(sizes)):-1] for sizes in (cheap, dear)]  # from the largest, but the rest
-    assert all(tails) and min(tails[1]) >= 2 * min(tails[0]), (cheap, dear)
     assert len(dear) < len(cheap), (dear, cheap)
 
 
+def sizes_after(observations: list[tuple[int, float, float]], total: int = 10**6) -> int:
+    """The next batch size after results of (items, worker seconds, round trip seconds)."""
+    batcher = Batcher(range(total), add_one, workers=2, chunksize=None, max_bytes=2**40)  # no byte bound
+    batcher.issued = sum(items for items, _, _ in observations)
+    for items, seconds, round_trip in observations:
+        batcher.observe(runners.BatchResult(0, [0] * items, seconds=seconds), round_trip)
+    return batcher.next_size()
+
+
+def test_tail_batches_stay_twice_the_measured_overhead_long():
+    # 0.1 us items: a batch of 0.1 s is 1,000,000 of them, and 10 ms (the least tail batch) 100,000.
+    quick, dear = (100_000, 0.01, 0.0105), (100_000, 0.01, 0.04)  # 0.5 ms, 30 ms beyond the work
+    assert sizes_after([quick], total=1_100_000) == 250_000  # 1,000,000 left: a quarter (2 workers)
+    assert sizes_after([quick], total=400_000) == pytest.approx(100_000, abs=1)  # halving stops at 10 ms
+    assert sizes_after([dear], total=400_000) == pytest.approx(600_000, abs=1)  # 2 x 30 ms: all that is left
+    # The least overhead seen counts (a batch that queued behind another did not cost more) ...
+    assert sizes_after([(100_000, 0.01, 0.5), quick], total=500_000) == pytest.approx(100_000, abs=1)
+    # ... and however dear a round trip looked (a cold worker's 5 s), no batch exceeds 0.1 s of work.
+    assert sizes_after([(100_000, 0.01, 5.0)], total=10_000_000) == pytest.approx(1_000_000, abs=1)
+
+
 def test_the_item_cost_follows_large_batches_not_the_first_slow_item():
-    # A cold first call (5 ms here) says little of what an item costs; the batches of hundreds that
-    # follow do, and the sizes grow to the target (0.1 s of work, ~20,000 items) within a few batches.
+    # A cold first call (5 ms) says little of what an item costs; 10,000 items in 20 ms do.
+    size = sizes_after([(1, 0.005, 0.006), (10_000, 0.02, 0.021)])
+    assert 40_000 <= size <= 50_000, size  # 0.1 s of 2.25 us items (the older batch counts half)
+    # End to end: after the slow first item, sizes reach the target within a few batches.
     sizes = batch_sizes_on(0.0, 400_000)
     assert sizes[0] == 1
     assert max(sizes[:5]) >= 5_000, sizes

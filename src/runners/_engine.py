@@ -41,11 +41,14 @@ from ._task import Task, Verdict
 from ._validate import build
 
 DEFAULT_SEED = 20260101
-TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (~0.1-1 ms), short enough to balance
+TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (0.5-30 ms), short enough to balance
 MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this much work
 # ... nor below this many times what a batch costs beyond its work, as measured: ~0.5 ms on a
 # process pool, but ~5 ms on Ray, ~10 ms on joblib (its results are polled every 10 ms) and ~30 ms on
 # dask (its scheduler runs in the driver), where 10-ms batches would cost more than they balance.
+# It only stops the shrinking, and no batch exceeds TARGET_BATCH_SECONDS: a back-end that returns a
+# window of batches at once, or a first batch that waited for a worker to start, can make every round
+# trip look dear.
 OVERHEAD_MULTIPLE = 2
 # What one batch's items and values may take in the driver (estimated), whatever their count: with
 # 2 x workers batches in flight this bounds the driver's memory. Small ints then come ~300,000 to a
@@ -450,7 +453,7 @@ class Batcher:
             return 1
         cost = max(self.item_seconds, 1e-9)
         least = max(MIN_BATCH_SECONDS, OVERHEAD_MULTIPLE * (self.overhead or 0.0))
-        size = int(max(TARGET_BATCH_SECONDS, least) / cost)
+        size = int(TARGET_BATCH_SECONDS / cost)  # `least` only stops the shrinking: never above this
         if self.total is not None:
             remaining = self.total - self.issued
             balanced = max(math.ceil(remaining / (2 * self.workers)), int(least / cost))
