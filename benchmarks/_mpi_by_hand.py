@@ -22,9 +22,9 @@ def main() -> None:
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     params = PiParams(samples=int(sys.argv[1]), item_samples=int(sys.argv[2]))
+    items = split(params, runners.DEFAULT_SEED) if rank == 0 else None  # runners splits before its clock
     comm.Barrier()
     began = MPI.Wtime()
-    items = split(params, runners.DEFAULT_SEED) if rank == 0 else None
     shares = comm.scatter([items[i::size] for i in range(size)] if rank == 0 else None, root=0)
     counts = comm.gather(sum(count_inside(item) for item in shares), root=0)
     if rank == 0:

@@ -117,6 +117,9 @@ class MpiBackend(Backend):
 
         from ._schemes import SCHEMES
 
+        # Wait until every rank has started and imported the task, here, in start-up: else rank 0's
+        # first round waits for them, and that counted as compute.
+        MPI.COMM_WORLD.Barrier()
         if MPI.COMM_WORLD.Get_rank() == 0:
             self._scheme = SCHEMES[self.options.scheme](MPI.COMM_WORLD)
             self.workers = self._scheme.workers  # the ranks decide, not --workers
