@@ -32,10 +32,11 @@ MIN_RAY = (2, 52)  # token authentication and the 2025 security fixes
 LOOPBACK = "127.0.0.1"
 WAIT_SECONDS = 0.2  # how long one ray.wait may hold the driver away from its signal handlers
 # A Ray of our own returns results of up to 1 MiB inline, and batches are cut at half that: their
-# bytes are an estimate (from samples), and a result carries a little more than its values. At 90 KiB, 1,000,000 tiny items took ~70 batches, each
-# paying Ray's ~2 ms per task, and ran 1.3-1.6x slower than 8 batches of 125,000; at 512 KiB, ~20
-# batches and within 1.10. Beyond that the driver's RSS grew with the item count (1.5 MiB: 123 -> 150
-# MB from 100,000 to 10,000,000 items; 512 KiB: 123 -> 135).
+# bytes are an estimate (from samples), and a result carries a little more than its values. At
+# 90 KiB, 1,000,000 tiny items took ~70 batches, each paying Ray's ~2 ms per task, and ran 1.3-1.6x
+# slower than 8 batches of 125,000; at 512 KiB, ~20 batches and within 1.10. Beyond that the
+# driver's RSS grew with the item count (1.5 MiB: 123 -> 150 MB from 100,000 to 10,000,000 items;
+# 512 KiB: 123 -> 135).
 PRIVATE_INLINE_BYTES = 2**20
 PRIVATE_BATCH_BYTES = 512 * 1024
 

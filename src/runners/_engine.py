@@ -405,7 +405,6 @@ class Batcher:
         self.total = len(items) if isinstance(items, Sized) else None
         self.issued = 0
         self.count = 0
-        self.item_seconds: float | None = None
         self.measured = (0.0, 0.0)  # seconds and items of the batches seen, older ones halved each time
         self.overhead: float | None = None  # the least a batch took beyond its work (round trip - work)
         self.item_bytes = 0  # a range slice is a few bytes however long: its items cost nothing here
@@ -441,17 +440,23 @@ class Batcher:
             # the call's, must not hold the estimate up while batches of thousands come back.
             seconds, items = self.measured
             self.measured = (0.5 * seconds + result.seconds, 0.5 * items + len(result.values))
-            self.item_seconds = self.measured[0] / self.measured[1]
         # The least, not an average: a batch that waited behind another in a worker did not cost more.
         beyond = max(round_trip - result.seconds, 0.0)
         self.overhead = beyond if self.overhead is None else min(self.overhead, beyond)
 
+    @property
+    def item_seconds(self) -> float | None:
+        """What an item costs, as measured so far; None before the first batch with values."""
+        seconds, items = self.measured
+        return seconds / items if items else None
+
     def next_size(self) -> int:
         if self.chunksize is not None:
             return self.chunksize
-        if self.item_seconds is None:
+        measured = self.item_seconds
+        if measured is None:
             return 1
-        cost = max(self.item_seconds, 1e-9)
+        cost = max(measured, 1e-9)
         least = max(MIN_BATCH_SECONDS, OVERHEAD_MULTIPLE * (self.overhead or 0.0))
         size = int(TARGET_BATCH_SECONDS / cost)  # `least` only stops the shrinking: never above this
         if self.total is not None:
