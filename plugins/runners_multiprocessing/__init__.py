@@ -37,6 +37,11 @@ from runners import (
 
 STARTED = struct.Struct("qq")  # (pid, batch id): 16 bytes, below PIPE_BUF, so writes never interleave
 WATCH_SECONDS = 0.05
+# How long Pool.terminate() may take before its workers are killed and it is left behind. CPython's
+# terminate can wait for ever on a large task half-written to the workers' pipe (it stops draining
+# the pipe when poll() is momentarily false, while its task thread still writes); seen once in ~10
+# fault-matrix runs: a worker died with 4 MB batches queued and the runner never exited.
+TERMINATE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,11 @@ class _RecordingPool(multiprocessing.pool.Pool):
     def __init__(self, *args: Any, on_new_process: Any, **kwargs: Any) -> None:
         self.Process = lambda ctx, *a, **kw: on_new_process(ctx.Process(*a, **kw))
         super().__init__(*args, **kwargs)
+
+
+def _terminate(pool: multiprocessing.pool.Pool) -> None:
+    pool.terminate()
+    pool.join()
 
 
 _announce_fd: int | None = None  # in a worker: where it says which batch it starts
@@ -175,8 +185,14 @@ class MultiprocessingBackend(Backend):
         self._watcher.join()
         # terminate, not close: after a failure queued batches must not run on; after success
         # every worker is idle, so nothing is lost. join reaps the processes.
-        pool.terminate()
-        pool.join()
+        stopping = threading.Thread(target=_terminate, args=(pool,), name="runners-pool-stop", daemon=True)
+        stopping.start()
+        stopping.join(TERMINATE_SECONDS)
+        if stopping.is_alive():  # wedged (see TERMINATE_SECONDS): its threads are daemons, the workers not
+            for process in self._processes:
+                if process.exitcode is None:
+                    process.kill()
+                    process.join()
         self._reader.close()
         self._writer.close()
         self._pool = None
