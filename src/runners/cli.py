@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import signal
 import sys
-import threading
-import time
 import typing
 from typing import Any
 
@@ -18,9 +13,10 @@ import click
 from ._batch import read_results, run_batch_file
 from ._config import job_from_sources
 from ._engine import RunRecord, run
-from ._errors import ConfigError, DriverInterrupt, RunnersError, TaskError, short_repr
+from ._errors import ConfigError, RunnersError, TaskError, short_repr
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report, print_report
+from ._signals import Terminated, signals_end_the_run
 from ._validate import describe
 
 
@@ -78,7 +74,7 @@ def exec_command(task: str | None, backend: str | None, workers: int | None, chu
                  timeout: float | None, run_timeout: float | None, keep_going: bool | None,
                  as_json: bool) -> None:
     """Run TASK (a name, module:function or file.py) on one back-end and check its result."""
-    with _errors("exec"), _signals_end_the_run():
+    with _errors("exec"), signals_end_the_run():
         job = job_from_sources(config, task=task, backend=backend, workers=workers,
                                chunksize=chunksize, seed=seed, sets=sets, retries=retries,
                                timeout=timeout, run_timeout=run_timeout,
@@ -101,7 +97,7 @@ def exec_command(task: str | None, backend: str | None, workers: int | None, chu
 def batch_command(config: str, out: str | None, quick: bool, dry_run: bool, no_report: bool) -> None:
     """Run the matrix of a batch file (resuming what a previous run left), then report."""
     resume = "the finished runs are kept; run the same command again to resume"
-    with _errors("batch", resume), _signals_end_the_run():
+    with _errors("batch", resume), signals_end_the_run():
         outcome = run_batch_file(config, out=out, quick=quick, dry_run=dry_run, echo=click.echo)
     if dry_run:
         return
@@ -149,72 +145,6 @@ def _placement(record: RunRecord) -> str:
     nodes = record.to_dict()["nodes"]
     processes = record.to_dict()["processes"]
     return f"{processes} process(es) on " + ", ".join(f"{n} ({c} items)" for n, c in nodes.items())
-
-
-class Terminated(DriverInterrupt):
-    """SIGTERM arrived: unwind like Ctrl-C (shutting back-ends down), then exit 143."""
-
-
-class _signals_end_the_run:
-    """Ctrl-C and SIGTERM unwind the run so back-ends shut down; a second Ctrl-C kills at once.
-
-    An interrupt lands wherever the driver is, possibly inside a pool's own bookkeeping, and a
-    shut-down can then wait on a lock that will never be released: past UNWIND_SECONDS a watchdog
-    stops the workers and exits with the signal's code, so an interrupted run never hangs.
-    """
-
-    UNWIND_SECONDS = 10.0  # a backstop for a wedged shut-down: a normal one (dask: a few s) is quicker
-
-    def __enter__(self) -> None:
-        driver = os.getpid()
-
-        def in_a_forked_worker(signum: int) -> bool:
-            # A worker forked from the driver has these handlers until it resets them itself; a
-            # signal in between (the pool stopping it) must act as it would on a worker: SIGTERM
-            # ends it, SIGINT is the driver's to handle.
-            if os.getpid() == driver:
-                return False
-            signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.SIG_IGN)
-            if signum == signal.SIGTERM:
-                os.kill(os.getpid(), signum)
-            return True
-
-        def interrupted(signum: int, frame: object) -> None:
-            if in_a_forked_worker(signum):
-                return
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            self._watch(130)
-            raise KeyboardInterrupt
-
-        def terminated(signum: int, frame: object) -> None:
-            if in_a_forked_worker(signum):
-                return
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            self._watch(143)
-            raise Terminated
-
-        self._previous = (signal.signal(signal.SIGINT, interrupted),
-                          signal.signal(signal.SIGTERM, terminated))
-
-    def _watch(self, code: int) -> None:
-        def stop_everything() -> None:
-            time.sleep(self.UNWIND_SECONDS)
-            click.echo(f"runners: shutting down took over {self.UNWIND_SECONDS:g} s; stopping the workers",
-                       err=True)
-            import psutil
-
-            children = psutil.Process().children(recursive=True)
-            for child in children:
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-            psutil.wait_procs(children, timeout=5)
-            os._exit(code)
-
-        threading.Thread(target=stop_everything, name="runners-unwind-watchdog", daemon=True).start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        signal.signal(signal.SIGINT, self._previous[0])
-        signal.signal(signal.SIGTERM, self._previous[1])
 
 
 class _errors:
