@@ -294,6 +294,7 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
     """
     waiting: dict[int, tuple[int, Any]] = {}  # finished batches that wait for an earlier one: (start, values)
     given_up: set[int] = set()  # failed batches skipped over (fail_fast off)
+    unfinished: list[range] = []  # ... and their items
     failures: list[RunnersError] = []
     attempts: dict[int, int] = {}
     in_flight: dict[int, tuple[Batch, float]] = {}  # handed to the back-end, and when
@@ -312,15 +313,18 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
                     error = as_exception(result.error, result, attempt)
                     if policy.should_retry(error, attempt):
                         retry.append(batch)
-                    elif policy.fail_fast:
+                        continue
+                    if policy.fail_fast:
                         raise error
-                    else:
-                        failures.append(error)
-                        given_up.add(batch.id)
-                    continue
-                waiting[batch.id] = (batch.start, result.values)
-                if progress is not None:
-                    progress(len(result.values))
+                    failures.append(error)
+                    given_up.add(batch.id)
+                    unfinished.append(range(batch.start, batch.start + len(batch.items)))
+                else:
+                    waiting[batch.id] = (batch.start, result.values)
+                    if progress is not None:
+                        progress(len(result.values))
+                # A batch given up releases the finished ones that waited behind it, as one that
+                # finished does.
                 while following in waiting or following in given_up:
                     if following in given_up:
                         given_up.discard(following)
@@ -333,7 +337,7 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
                 close()  # cancels what a back-end still has in flight
         source = retry
     if failures:
-        raise FailedItems(failures, batcher.count)
+        raise FailedItems(failures, batcher.count, unfinished)
     if following != batcher.count:
         raise RunnersError(f"the back-end returned {following} of {batcher.count} batches; results were lost")
 

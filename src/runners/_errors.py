@@ -118,10 +118,14 @@ class RunTimeout(RunnersError):
 
 
 class FailedItems(RunnersError):
-    """Several items failed in a run that was told to go on (fail_fast: false); `errors` lists them."""
+    """Items failed in a run that was told to go on (fail_fast: false); `errors` lists the failures,
+    `unfinished` the items of the batches given up, and `results` maps the index of every item
+    that did finish to its value."""
 
-    def __init__(self, errors: list[RunnersError], total: int) -> None:
+    def __init__(self, errors: list[RunnersError], total: int, unfinished: list[range] | None = None) -> None:
         self.errors = list(errors)
+        self.unfinished = list(unfinished or [])
+        self.results: dict[int, Any] = {}
         lines = "\n".join(f"  - {e}" for e in self.errors[:20])
         more = f"\n  ... and {len(self.errors) - 20} more" if len(self.errors) > 20 else ""
         super().__init__(f"{len(self.errors)} of {total} batches failed; the others finished:\n{lines}{more}")
