@@ -8,6 +8,7 @@ import os
 import pickle
 import sys
 import time
+import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ from ._errors import (
     RunnersError,
     RunTimeout,
     TaskError,
+    TaskStepError,
     WorkerLost,
+    short_repr,
 )
 from ._registry import load_backend, load_task
 from ._task import Task, Verdict
@@ -180,18 +183,19 @@ def plan(job: Job) -> Plan:
     if job.chunksize is not None:
         _positive("chunksize", job.chunksize, 2**40)
     if not isinstance(job.seed, int) or isinstance(job.seed, bool) or not 0 <= job.seed < 2**64:
-        raise ConfigError(f"seed: expected an integer from 0 to 2**64 - 1, got {job.seed!r}")
+        raise ConfigError(f"seed: expected an integer from 0 to 2**64 - 1, got {short_repr(job.seed)}",
+                          key="seed")
     if backend.runs_coroutines and task.run_async is None:
         raise ConfigError(
             f"back-end {job.backend!r} runs async functions, and task {task.name!r} has none; "
-            "use a task with run_async (such as iowait) or another back-end"
+            "use a task with run_async (such as iowait) or another back-end", key="backend"
         )
     if backend.separate_processes:
         if os.environ.get(IN_WORKER):
             raise ConfigError(
                 f"back-end {job.backend!r} would start a pool of processes inside a runners worker; "
                 "nested pools multiply processes (workers x workers) and are refused: run the inner "
-                "work with the serial or threads back-end"
+                "work with the serial or threads back-end", key="backend"
             )
         ensure_picklable(task.run, task.name)
     return Plan(task, params, backend, options, workers, job.chunksize, job.seed, _policy(job, backend))
@@ -199,28 +203,36 @@ def plan(job: Job) -> Plan:
 
 def _policy(job: Job, backend: type[Backend]) -> Policy:
     if not isinstance(job.retries, int) or isinstance(job.retries, bool) or job.retries < 0:
-        raise ConfigError(f"retries: expected a non-negative integer, got {job.retries!r}")
+        raise ConfigError(f"retries: expected a non-negative integer, got {short_repr(job.retries)}",
+                          key="retries")
     retry_on = (job.retry_on,) if isinstance(job.retry_on, str) else job.retry_on
     if not all(isinstance(name, str) and name for name in retry_on):
-        raise ConfigError(f"retry_on: expected a list of exception type names, got {job.retry_on!r}")
+        raise ConfigError(f"retry_on: expected a list of exception type names, got "
+                          f"{short_repr(job.retry_on)}", key="retry_on")
     for key in ("timeout", "run_timeout"):
         value = getattr(job, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0 < value < 1e9):
-            raise ConfigError(f"{key}: expected a positive number of seconds, got {value!r}")
+            raise ConfigError(f"{key}: expected a positive number of seconds, got {short_repr(value)}",
+                              key=key)
     if job.timeout is not None:
         if not backend.enforces_timeout:
             raise ConfigError(
                 f"timeout: back-end {backend.name!r} cannot stop a running item, so it cannot honour a "
-                "per-item timeout; use a back-end that can (see the README's back-end table)"
+                "per-item timeout; use a back-end that can (see the README's back-end table)", key="timeout"
             )
     if not isinstance(job.fail_fast, bool):
-        raise ConfigError(f"fail_fast: expected true or false, got {job.fail_fast!r}")
+        raise ConfigError(f"fail_fast: expected true or false, got {short_repr(job.fail_fast)}",
+                          key="fail_fast")
     return Policy(job.retries, tuple(retry_on), job.timeout, job.fail_fast, job.run_timeout)
 
 
-def run(job: Job | str | Task, **overrides: Any) -> RunRecord:
-    """Run a job start to finish: `run("pi", backend="futures", workers=2, params={"samples": 10**6})`."""
+def run(job: Job | str | Task, *, progress: Callable[[int], None] | None = None,
+        on_start: Callable[[int | None], None] | None = None, **overrides: Any) -> RunRecord:
+    """Run a job start to finish: `run("pi", backend="futures", workers=2, params={"samples": 10**6})`.
+
+    `progress` and `on_start` are passed to `run_on`.
+    """
     if not isinstance(job, Job):
         job = Job(job, **overrides)
     elif overrides:
@@ -231,44 +243,86 @@ def run(job: Job | str | Task, **overrides: Any) -> RunRecord:
     began = time.perf_counter()
     with backend:  # shuts the back-end down on every exit, errors included
         started = time.perf_counter()
-        record = run_on(backend, the_plan)
+        record = run_on(backend, the_plan, progress, on_start)
         finished = time.perf_counter()
     record.timings = Timings(started - began, record.timings.compute, time.perf_counter() - finished)
     return record
 
 
-def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | None = None) -> RunRecord:
+def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | None = None,
+           on_start: Callable[[int | None], None] | None = None) -> RunRecord:
     """Run a planned job on a back-end that is already started (so a batch can reuse it).
 
-    `progress(n)` is called in the driver with the number of items each finished batch held.
+    In the driver, `on_start(items)` is called once before the first batch with the number of
+    items (None when the task's items are a stream of unknown length), and `progress(n)` with the
+    number of items each finished batch held.
+    The task's own code (split, combine, check) raising is a TaskStepError; with `fail_fast` off,
+    a FailedItems carries the values of the items that did finish (`results`).
     """
     task, params, policy = the_plan.task, the_plan.params, the_plan.policy
-    items = task.split(params, the_plan.seed)
+    items = _step(task, "split", task.split, params, the_plan.seed)
     fn = task.run_async if backend.runs_coroutines else task.run
     # A per-item limit is only exact when a batch holds one item.
     chunksize = 1 if policy.timeout is not None else the_plan.chunksize
     batcher = Batcher(items, fn, backend.workers, chunksize, policy.timeout,
                       min(backend.max_batch_bytes or MAX_BATCH_BYTES, MAX_BATCH_BYTES))
     tally = Tally()
+    if on_start is not None:
+        on_start(batcher.total)
     began = time.perf_counter()
-    values = ordered_values(backend, batcher, policy, tally, progress)
+    stream = ordered_values(backend, batcher, policy, tally, progress)
+    finished: list[Any] = []  # kept only when the run goes on past failures, to report them
+    values = stream if policy.fail_fast else _kept(stream, finished)
     try:
         with time_limit(policy.run_timeout):
-            result = task.combine(values, params)
+            result = _step(task, "combine", task.combine, values, params)
     except Expired:
-        finished = sum(tally.attempts.values())
-        raise RunTimeout(policy.run_timeout, finished, batcher.total, backend.name) from None
+        done = sum(tally.attempts.values())
+        raise RunTimeout(policy.run_timeout, done, batcher.total, backend.name) from None
+    except FailedItems as exc:
+        exc.results = dict(zip(_indices_outside(exc.unfinished, batcher.issued), finished, strict=False))
+        raise
     finally:
         values.close()  # if the limit struck in combine, the batches in flight are cancelled here
+        stream.close()
     compute = time.perf_counter() - began
     return RunRecord(
         task=task.name, params=dataclasses.asdict(params), backend=backend.name,
         options=dataclasses.asdict(backend.options), workers=backend.workers,
         chunksize=the_plan.chunksize, seed=the_plan.seed, result=result,
-        check=task.verify(result, params), timings=Timings(compute=compute), items=batcher.issued,
-        batches=batcher.count, placement={node: dict(pids) for node, pids in tally.placement.items()},
+        check=_step(task, "check", task.verify, result, params), timings=Timings(compute=compute),
+        items=batcher.issued, batches=batcher.count,
+        placement={node: dict(pids) for node, pids in tally.placement.items()},
         attempts=dict(tally.attempts), extra=tally.extra,
     )
+
+
+def _step(task: Task, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call the task's own `split`, `combine` or `check`: what it raises (not the items' errors,
+    which reach combine through the values it consumes) is reported as the task's, with its traceback."""
+    try:
+        return fn(*args)
+    except (RunnersError, Expired):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the task's code may raise anything
+        below = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # not this frame
+        trace = "".join(traceback.format_exception(type(exc), exc, below))
+        raise TaskStepError(exc, trace, task.name, step) from exc
+
+
+def _kept(values: Iterator[Any], into: list[Any]) -> Iterator[Any]:
+    for value in values:
+        into.append(value)
+        yield value
+
+
+def _indices_outside(ranges: Sequence[range], total: int) -> Iterator[int]:
+    """0..total-1 in order, leaving out the indices in `ranges`."""
+    start = 0
+    for skipped in sorted(ranges, key=lambda r: r.start):
+        yield from range(start, skipped.start)
+        start = max(start, skipped.stop)
+    yield from range(start, total)
 
 
 @dataclass
@@ -521,4 +575,5 @@ def ensure_picklable(fn: Any, task: str) -> None:
 
 def _positive(key: str, value: Any, most: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
-        raise ConfigError(f"{key}: expected a positive integer from 1 to {most}, got {value!r}")
+        raise ConfigError(f"{key}: expected a positive integer from 1 to {most}, got {short_repr(value)}",
+                          key=key)

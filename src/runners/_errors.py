@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 
@@ -12,25 +13,47 @@ class RunnersError(Exception):
 
 
 class ConfigError(RunnersError):
-    """Bad input (config file, flag, name, value), found before any work starts; the CLI exits 2."""
+    """Bad input (config file, flag, name, value), found before any work starts; the CLI exits 2.
+
+    `key` is the key path of the bad value (`params.samples`, `backend.start_method`, `workers`),
+    where one is to blame, so that the config reader can say which file or flag the value came from.
+    """
 
     exit_code = 2
+    key: str | None = None
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        if key is not None:
+            self.key = key
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.key))
 
 
 class BackendNotFound(ConfigError):
     """No back-end is registered under the requested name."""
 
+    key = "backend"
+
 
 class BackendUnavailable(ConfigError):
     """The back-end is registered but its optional library is not installed."""
 
+    key = "backend"
+
 
 class TaskNotFound(ConfigError):
-    """No task is registered under the requested name, and it is no `module:attr` or file path."""
+    """No task is registered under the requested name, it is no `module:attr` or file path, or the
+    module or file that defines it fails to import (a syntax error, an exception at import)."""
+
+    key = "task"
 
 
 class NotPicklable(ConfigError):
     """The task's function or an item cannot be sent to another process."""
+
+    key = "task"
 
 
 class DriverInterrupt(BaseException):
@@ -66,6 +89,16 @@ class TaskError(RunnersError):
         super().__init__(
             f"item {index} ({short_repr(item)}) raised {type(exception).__name__}: {exception}{place}"
         )
+
+
+class TaskStepError(TaskError):
+    """The task's own code outside the items raised: its `split`, `combine` or `check` (`step`)."""
+
+    def __init__(self, exception: BaseException, traceback: str, task: str, step: str) -> None:
+        super().__init__(exception, traceback, -1, None)
+        self.step = step
+        self.args = (f"task {task!r}: its {step} raised {type(exception).__name__}: "
+                     f"{first_line(exception)}",)
 
 
 class WorkerLost(RunnersError):
@@ -146,9 +179,25 @@ def signal_name(exitcode: int | None) -> str:
 
 
 def short_repr(value: Any, width: int = 60) -> str:
-    """repr(value), cut to `width` characters with '...' where longer."""
-    text = repr(value)
+    """repr(value), cut to `width` characters with '...' where longer.
+
+    It looks at no more than a few levels and elements of a container, so a value that expands to
+    billions of elements (YAML aliases) or holds itself costs microseconds: every repr of a user's
+    value in a message goes through here, never through `!r`.
+    """
+    shape = reprlib.Repr()
+    shape.maxlevel, shape.maxstring, shape.maxother, shape.maxlong = 3, width, width, width
+    try:
+        text = shape.repr(value)
+    except Exception:  # noqa: BLE001 - a user's __repr__, or an int too long to print
+        text = f"<{type(value).__name__} object>"
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def first_line(exception: BaseException, width: int = 200) -> str:
+    """The first line of an exception's message, cut to `width`: for one-line errors."""
+    lines = str(exception).strip().splitlines() or [""]
+    return lines[0] if len(lines[0]) <= width else lines[0][: width - 3] + "..."
 
 
 def _span(indices: list[int]) -> str:

@@ -6,14 +6,17 @@ import difflib
 import functools
 import importlib
 import importlib.util
+import os
 import sys
+import traceback
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ._backend import Backend
-from ._errors import BackendNotFound, BackendUnavailable, ConfigError, TaskNotFound
+from ._errors import BackendNotFound, BackendUnavailable, ConfigError, TaskNotFound, first_line, short_repr
 from ._task import Task
 
 BACKENDS = "runners.backends"
@@ -46,7 +49,7 @@ class Registry:
     def unknown(self, kind: str, name: str, error: type[ConfigError]) -> ConfigError:
         close = difflib.get_close_matches(name, self.names(), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return error(f"unknown {kind} {name!r}{hint} expected one of [{', '.join(self.names())}]")
+        return error(f"unknown {kind} {short_repr(name)}{hint} expected one of [{', '.join(self.names())}]")
 
 
 def backend_names() -> list[str]:
@@ -96,15 +99,18 @@ def load_task(ref: str | Task) -> Task:
         return ref
     registry = Registry.scan(TASKS)
     if ref in registry.entries:
+        _import(registry.entries[ref].module, ref)  # its failures as config errors; then load() is quick
         return _as_task(registry.entries[ref].load(), ref)
     path, _, attr = ref.rpartition(":") if ":" in ref else (ref, "", "")
     if path.endswith(".py"):
         return _as_task(_from_file(Path(path), attr or None, ref), ref)
     if attr:
-        try:
-            module = importlib.import_module(path)
-        except ImportError as exc:
-            raise TaskNotFound(f"task {ref!r}: cannot import module {path!r} ({exc})") from exc
+        # As `python -m` does: the current folder's modules come first (the `runners` script
+        # itself starts with only its own folder on sys.path). Workers get the driver's sys.path.
+        here = os.getcwd()
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        module = _import(path, ref)
         if not hasattr(module, attr):
             raise TaskNotFound(f"task {ref!r}: module {path!r} has no attribute {attr!r}")
         return _as_task(getattr(module, attr), ref)
@@ -119,7 +125,7 @@ def _from_file(path: Path, attr: str | None, ref: str) -> Any:
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    module = importlib.import_module(path.stem)
+    module = _import(path.stem, ref)
     if attr is None:
         found = [v for v in vars(module).values() if isinstance(v, Task)]
         if len(found) != 1:
@@ -130,6 +136,41 @@ def _from_file(path: Path, attr: str | None, ref: str) -> Any:
     if not hasattr(module, attr):
         raise TaskNotFound(f"task {ref!r}: {str(path)!r} has no attribute {attr!r}")
     return getattr(module, attr)
+
+
+def _import(name: str, ref: str) -> ModuleType:
+    """Import a task's module. It is input, like a config file: what goes wrong in it (a syntax
+    error, an exception, sys.exit) is a config error of one line naming the file and the line."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(f"{exc.name}.")):
+            raise TaskNotFound(f"task {short_repr(ref)}: no module named {exc.name!r} in the current "
+                               "folder or on sys.path") from None
+        failure: BaseException = exc
+    except SyntaxError as exc:  # the line is the error's own, not a frame's
+        raise TaskNotFound(f"task {short_repr(ref)}: {exc.filename}:{exc.lineno}: "
+                           f"{type(exc).__name__}: {exc.msg}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the module's code raised
+        failure = exc
+    file, line = _raised_at(failure)
+    what = f"{type(failure).__name__}: {first_line(failure)}"
+    if isinstance(failure, SystemExit):
+        what = (f"it calls sys.exit({short_repr(failure.code)}) when imported; put that under "
+                "`if __name__ == '__main__':`")
+    raise TaskNotFound(f"task {short_repr(ref)}: {file}:{line}: {what} (raised while importing "
+                       f"{name})") from None
+
+
+def _raised_at(exc: BaseException) -> tuple[str, int | None]:
+    """The file and line to blame: in the innermost module that was being imported (the task's, or
+    one it imports), the deepest line, which may be inside a function that the module called."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    modules = [f for f in frames if f.name == "<module>"]  # module bodies; importlib's are "<frozen"
+    if not modules:
+        return "?", None
+    place = [f for f in frames if f.filename == modules[-1].filename][-1]
+    return place.filename, place.lineno
 
 
 def _as_task(obj: Any, ref: str) -> Task:

@@ -10,19 +10,20 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from ._errors import ConfigError
+from ._errors import ConfigError, short_repr
 
 
 def build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     """Make `cls(**data)` after checking every key and value; `where` names the place for errors."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of keys to values, got {_kind(data)} {data!r}")
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {_kind(data)} "
+                          f"{short_repr(data)}", key=where)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = _type_hints(cls)
     values = {}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(unknown_key_message(where, str(key), list(fields)))
+            raise ConfigError(unknown_key_message(where, str(key), list(fields)), key=f"{where}.{key}")
         field = fields[key]
         path = f"{where}.{key}"
         values[key] = coerce(value, hints[key], path)
@@ -36,10 +37,17 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 
 def unknown_key_message(where: str, key: str, allowed: list[str]) -> str:
-    hint = difflib.get_close_matches(key, allowed, n=1)
-    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    suggestion = did_you_mean(key, allowed)
     choices = ", ".join(allowed) if allowed else "none: this takes no options"
-    return f"{where}: unknown key {key!r}{suggestion}; allowed keys are: {choices}"
+    return f"{where}: unknown key {short_repr(key)}{suggestion}; allowed keys are: {choices}"
+
+
+def did_you_mean(value: Any, choices: list[str]) -> str:
+    """' (did you mean 'spawn'?)' when a string is a near miss of one of the choices, else ''."""
+    if not isinstance(value, str) or len(value) > 100:
+        return ""
+    hint = difflib.get_close_matches(value, choices, n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
 def describe(tp: Any) -> str:
@@ -115,13 +123,24 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], path: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
     if low is not None and value < low:
-        raise ConfigError(f"{path}: {value!r} is too small; it must be at least {low}")
+        raise ConfigError(f"{path}: {short_repr(value)} is too small; it must be at least {low}", key=path)
     if high is not None and value > high:
-        raise ConfigError(f"{path}: {value!r} is too large; it must be at most {high}")
+        raise ConfigError(f"{path}: {short_repr(value)} is too large; it must be at most {high}", key=path)
 
 
 def _wrong(path: str, value: Any, tp: Any) -> ConfigError:
-    return ConfigError(f"{path}: expected {describe(tp)}, got {_kind(value)} {value!r}")
+    hint = did_you_mean(value, _choices(tp))
+    return ConfigError(f"{path}: expected {describe(tp)}, got {_kind(value)} {short_repr(value)}{hint}",
+                       key=path)
+
+
+def _choices(tp: Any) -> list[str]:
+    """The string values a type allows: a Literal's, also inside `Literal[...] | None`."""
+    if typing.get_origin(tp) is Literal:
+        return [a for a in typing.get_args(tp) if isinstance(a, str)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [c for option in typing.get_args(tp) for c in _choices(option)]
+    return []
 
 
 def _kind(value: Any) -> str:
