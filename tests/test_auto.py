@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -70,8 +71,46 @@ def test_cli_json_shows_the_choice_and_why():
     record = json.loads(done.stdout)
     assert record["backend"] == "auto"
     decision = record["extra"]["auto"]
-    assert decision["choice"] == "futures" and "parallel saves" in decision["reason"]
+    assert decision["choice"] == "futures" and "2 futures workers save" in decision["reason"]
     assert record["processes"] == 3  # the driver's probe plus two workers
+
+
+def measured_item_seconds(reason: str) -> float:
+    match = re.search(r"measured ([\d.]+) (ns|us|ms|s) per item", reason)
+    assert match, reason
+    return float(match.group(1)) * {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[match.group(2)]
+
+
+def test_cli_text_says_it_went_parallel_and_why():
+    done = run_cli("exec", "pi", "--backend", "auto", "--workers", "2", "--set", "samples=1500000",
+                   "--set", "item_samples=50000", timeout=120)
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("auto "))
+    assert line.startswith("auto     chose futures: measured ")
+    # the measured cost is the real one: 50,000 pure-Python samples take milliseconds, not micro
+    assert 1e-4 < measured_item_seconds(line) < 1.0, line
+    assert "more than their start-up" in line
+
+
+def test_cli_text_says_it_stayed_serial_and_why():
+    done = run_cli("exec", "tiny", "--backend", "auto", "--workers", "2", "--set", "n=200000")
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("auto "))
+    assert line.startswith("auto     chose serial: measured "), line
+    assert measured_item_seconds(line) < 1e-4, line  # a tiny item: well under 100 us
+    assert "costs more than running them" in line or "less than their start-up" in line
+
+
+def test_cli_text_says_when_the_work_was_too_short_to_decide():
+    done = run_cli("exec", "tiny", "--backend", "auto", "--workers", "2", "--set", "n=10")
+    line = next(line for line in done.stdout.splitlines() if line.startswith("auto "))
+    assert line.startswith("auto     chose serial: all the work took "), line
+    assert "less than the 20 ms it measures before deciding" in line
+
+
+def test_other_back_ends_print_no_auto_line():
+    done = run_cli("exec", "tiny", "--backend", "serial", "--set", "n=10")
+    assert done.returncode == 0 and "auto " not in done.stdout
 
 
 def test_auto_sizes_batches_for_the_back_end_that_may_take_over():

@@ -88,18 +88,30 @@ class AutoBackend(Backend):
             remaining = max(remaining, self._items)
         serial = remaining * cost
         gain = serial - remaining * (cost / self.workers + self.options.item_overhead_seconds)
-        figures = f"item {cost * 1e6:.3g} us, ~{remaining} items left, ~{serial:.3g} s of work"
-        if self.workers < 2 or gain <= self.options.startup_seconds:
+        figures = (f"measured {seconds(cost)} per item, ~{remaining:,} items left, "
+                   f"~{seconds(serial)} of work serially")
+        parallel, startup = self.options.parallel, seconds(self.options.startup_seconds)
+        if self.workers < 2:
             self.choice = "serial"
-            self.reason = f"{figures}: parallel would save {max(gain, 0):.3g} s, start-up costs more"
+            self.reason = f"{figures}; one worker: no pool can be faster"
+            return
+        if gain <= 0:
+            self.choice = "serial"
+            self.reason = f"{figures}; sending items to {parallel} workers costs more than running them"
+            return
+        if gain <= self.options.startup_seconds:
+            self.choice = "serial"
+            self.reason = (f"{figures}; {self.workers} {parallel} workers would save {seconds(gain)}, "
+                           f"less than their start-up (~{startup})")
             return
         began = time.perf_counter()
-        backend = load_backend(self.options.parallel)(None, self.workers)
+        backend = load_backend(parallel)(None, self.workers)
         backend.__enter__()  # started here, shut down in shutdown(); shuts itself down if start fails
         self._parallel = backend
         self.parallel_startup = time.perf_counter() - began
         self.choice = backend.name
-        self.reason = f"{figures}: parallel saves ~{gain:.3g} s"
+        self.reason = (f"{figures}; {self.workers} {parallel} workers save ~{seconds(gain)}, more than "
+                       f"their start-up (~{startup})")
 
     def _tagged(self, results: Iterator[BatchResult]) -> Iterator[BatchResult]:
         for result in results:
@@ -112,7 +124,10 @@ class AutoBackend(Backend):
     def describe(self) -> dict[str, Any]:
         """The choice and why, for records and reports (the engine keeps the latest)."""
         if self.choice == "undecided":  # true of the run if no later batch reports a decision
-            return {"choice": "serial", "reason": "the work ended before it was worth deciding",
+            cost = f" ({seconds(self._seconds / self._items)} per item)" if self._items else ""
+            return {"choice": "serial",
+                    "reason": f"all the work took {seconds(self._seconds)}{cost}, less than the "
+                              f"{seconds(self.options.probe_seconds)} it measures before deciding",
                     "parallel_startup": 0.0}
         return {"choice": self.choice, "reason": self.reason,
                 "parallel_startup": round(self.parallel_startup, 4)}
@@ -122,3 +137,11 @@ class AutoBackend(Backend):
         if parallel is not None:
             self._parallel = None
             parallel.shutdown()
+
+
+def seconds(value: float) -> str:
+    """A duration as people write it: 25 ms, 1.2 us, 3.4 s."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value * 1e9:.3g} ns"

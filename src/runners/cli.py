@@ -6,14 +6,25 @@ import dataclasses
 import json
 import sys
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from ._batch import read_results, run_batch_file
 from ._config import job_from_sources
-from ._engine import RunRecord, run
-from ._errors import ConfigError, RunnersError, TaskError, short_repr
+from ._engine import Job, RunRecord, run
+from ._errors import (
+    ConfigError,
+    FailedItems,
+    ItemTimeout,
+    RunnersError,
+    TaskError,
+    TaskStepError,
+    WorkerLost,
+    short_repr,
+)
+from ._progressbar import ProgressBar
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report, print_report
 from ._signals import Terminated, signals_end_the_run
@@ -63,23 +74,35 @@ def list_command(as_json: bool) -> None:
 @click.option("-s", "--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="a task parameter (samples=1e6) or back-end option (backend.start_method=spawn)")
 @click.option("--retries", type=int, help="times a batch whose worker was lost is rerun (default 2)")
+@click.option("--retry-on", multiple=True, metavar="EXCEPTION",
+              help="retry items that raise this exception type too (repeatable; ItemTimeout: "
+                   "items that ran out of time)")
 @click.option("--timeout", type=float, help="seconds one item may run before its worker is stopped")
 @click.option("--run-timeout", type=float,
               help="seconds the whole run's items may take; then pending work is cancelled, workers stopped")
-@click.option("--keep-going", is_flag=True, default=None,
-              help="run every item and report all failures at the end, instead of stopping at the first")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
+@click.option("--keep-going/--fail-fast", default=None,
+              help="run every item and report all failures at the end / stop at the first (the default)")
+@click.option("--json", "as_json", is_flag=True,
+              help="print one JSON object, also when the run fails ('error', and with --keep-going "
+                   "'results' of the items that finished)")
 def exec_command(task: str | None, backend: str | None, workers: int | None, chunksize: int | None,
                  seed: int | None, config: str | None, sets: tuple[str, ...], retries: int | None,
-                 timeout: float | None, run_timeout: float | None, keep_going: bool | None,
-                 as_json: bool) -> None:
+                 retry_on: tuple[str, ...], timeout: float | None, run_timeout: float | None,
+                 keep_going: bool | None, as_json: bool) -> None:
     """Run TASK (a name, module:function or file.py) on one back-end and check its result."""
-    with _errors("exec"), signals_end_the_run():
+    job = None
+
+    def failed(exc: BaseException) -> None:
+        click.echo(json.dumps(failure_object(exc, job), default=repr))
+
+    with _errors("exec", on_failure=failed if as_json else None), signals_end_the_run():
         job = job_from_sources(config, task=task, backend=backend, workers=workers,
                                chunksize=chunksize, seed=seed, sets=sets, retries=retries,
-                               timeout=timeout, run_timeout=run_timeout,
+                               retry_on=retry_on or None, timeout=timeout, run_timeout=run_timeout,
                                fail_fast=None if keep_going is None else not keep_going)
-        record = run(job)
+        label = job.task if isinstance(job.task, str) else job.task.name
+        with ProgressBar(label, ProgressBar.wanted(as_json)) as bar:
+            record = run(job, progress=bar.advance, on_start=bar.start)
     if as_json:
         click.echo(json.dumps(record.to_dict(), default=repr))
     else:
@@ -137,6 +160,9 @@ def _print_record(record: RunRecord) -> None:
                f"{record.batches} batches, on {_placement(record)}")
     click.echo(f"result   {short_repr(record.result, 200)}")
     click.echo(f"check    {record.check}")
+    auto = record.extra.get("auto")
+    if auto:  # the auto back-end's decision, and what it was based on
+        click.echo(f"auto     chose {auto['choice']}: {auto['reason']}")
     click.echo(f"time     {t.total:.3f} s = start-up {t.startup:.3f} + compute {t.compute:.3f} "
                f"+ shut-down {t.shutdown:.3f}")
 
@@ -147,22 +173,36 @@ def _placement(record: RunRecord) -> str:
     return f"{processes} process(es) on " + ", ".join(f"{n} ({c} items)" for n, c in nodes.items())
 
 
-class _errors:
-    """Turn the library's errors into click's: bad input exits 2 with a hint, failures exit 1."""
+class _ConfigProblem(click.ClickException):
+    """Bad input: one line, exit 2 (click's UsageError would add the usage and a help hint)."""
 
-    def __init__(self, command: str,
-                 after_interrupt: str = "pending work cancelled, workers stopped") -> None:
+    exit_code = 2
+
+
+class _errors:
+    """Turn the library's errors into click's: bad input exits 2, failures exit 1, each with one line
+    (a task's error shows the traceback of the task's code first). `on_failure(exc)` is called
+    before, for any of them, interrupts included."""
+
+    def __init__(self, command: str, after_interrupt: str = "pending work cancelled, workers stopped",
+                 on_failure: Callable[[BaseException], None] | None = None) -> None:
         self.command = command
         self.after_interrupt = after_interrupt
+        self.on_failure = on_failure
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        known = (RunnersError, KeyboardInterrupt, Terminated)
+        if isinstance(exc, known) and self.on_failure is not None:
+            self.on_failure(exc)
         if isinstance(exc, ConfigError):
-            raise click.UsageError(str(exc)) from None
+            raise _ConfigProblem(str(exc)) from None
         if isinstance(exc, TaskError):
-            click.echo(f"the worker's traceback:\n{exc.remote_traceback.rstrip()}", err=True)
+            header = (f"the traceback in the task's {exc.step}" if isinstance(exc, TaskStepError)
+                      else "the worker's traceback")
+            click.echo(f"{header}:\n{exc.remote_traceback.rstrip()}", err=True)
             raise click.ClickException(str(exc)) from None
         if isinstance(exc, RunnersError):
             raise click.ClickException(str(exc)) from None
@@ -173,6 +213,34 @@ class _errors:
             click.echo(f"terminated: {self.after_interrupt}", err=True)
             sys.exit(143)
         return False
+
+
+def failure_object(exc: BaseException, job: Job | None) -> dict[str, Any]:
+    """What `runners exec --json` prints when the run fails: the job, the error and the items it
+    concerns, and with --keep-going the values of the items that did finish (by index)."""
+    out: dict[str, Any] = {}
+    if job is not None:
+        out.update(task=job.task if isinstance(job.task, str) else job.task.name, backend=job.backend,
+                   params=dict(job.params), options=dict(job.options), workers=job.workers)
+    out["error"] = _error_object(exc)
+    if isinstance(exc, FailedItems):
+        out["error"]["errors"] = [_error_object(e) for e in exc.errors]
+        out["results"] = {str(index): value for index, value in exc.results.items()}
+    return out
+
+
+def _error_object(exc: BaseException) -> dict[str, Any]:
+    items: list[int] = []
+    if isinstance(exc, TaskError) and not isinstance(exc, TaskStepError):
+        items = [exc.index]
+    elif isinstance(exc, ItemTimeout):
+        items = [exc.index]
+    elif isinstance(exc, WorkerLost):
+        items = list(exc.items)
+    elif isinstance(exc, FailedItems):
+        items = [index for skipped in sorted(exc.unfinished, key=lambda r: r.start) for index in skipped]
+    message = str(exc) or {KeyboardInterrupt: "interrupted", Terminated: "terminated"}.get(type(exc), "")
+    return {"type": type(exc).__name__, "message": message, "items": items}
 
 
 def _capabilities(backend: type) -> list[str]:
