@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, installed_backends, run_cli
 
 
 def assert_clean_usage_error(done, *needles):
@@ -326,10 +326,11 @@ def run_script(*args, cwd):
     return done
 
 
-@pytest.mark.parametrize("backend", ["serial", "futures", "multiprocessing"])
+@pytest.mark.parametrize("backend", [b for b in installed_backends() if b != "asyncio"])
 def test_module_function_is_found_in_the_current_folder(tmp_path, backend):
     (tmp_path / "mymod.py").write_text("def cube(x):\n    return x ** 3\n")
-    spawn = ["--set", "backend.start_method=spawn"] if backend != "serial" else []  # workers import it anew
+    # Workers that start afresh must import it too: spawn where a start method can be chosen.
+    spawn = ["--set", "backend.start_method=spawn"] if backend in ("futures", "multiprocessing") else []
     done = run_script("exec", "mymod:cube", "--backend", backend, "--workers", "2", *spawn, "--set", "n=5",
                       "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
