@@ -167,7 +167,7 @@ def job_mapping(data: Any, source: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping of job keys ({', '.join(JOB_KEYS)}), "
                           f"got {type(data).__name__} {short_repr(data)}")
-    if "experiments" in data and "experiments" not in JOB_KEYS:
+    if "experiments" in data:  # the key that makes a batch file
         raise ConfigError(f"{source} is a batch file (it has 'experiments:'), not a job file; run it "
                           f"with: runners batch {source}")
     for key in data:

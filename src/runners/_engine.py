@@ -302,7 +302,7 @@ def _step(task: Task, step: str, fn: Callable[..., Any], *args: Any) -> Any:
     which reach combine through the values it consumes) is reported as the task's, with its traceback."""
     try:
         return fn(*args)
-    except (RunnersError, Expired):
+    except RunnersError:
         raise
     except Exception as exc:  # noqa: BLE001 - the task's code may raise anything
         below = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # not this frame
@@ -311,6 +311,7 @@ def _step(task: Task, step: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _kept(values: Iterator[Any], into: list[Any]) -> Iterator[Any]:
+    """`values`, each also appended to `into` as it passes."""
     for value in values:
         into.append(value)
         yield value
