@@ -283,7 +283,9 @@ def assert_lost(done: subprocess.CompletedProcess, backend: str, how: str) -> st
     """A lost-worker error, exit 1, no result, no traceback of ours; returns the items it names."""
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "was lost" in done.stderr and "held items" in done.stderr, done.stderr
-    assert not done.stdout.strip()
+    if done.stdout.strip():  # with --json: the error object alone (issue 13), no result
+        failure = json.loads(done.stdout)
+        assert failure["error"]["type"] == "WorkerLost" and "result" not in failure, done.stdout
     if expect(backend).signal_known:
         assert how in done.stderr, done.stderr
     held = done.stderr.split("held items", 1)[1]
