@@ -37,6 +37,7 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000  # values, keys and containers, counting every alias as the copy it stands for
 MAX_DEPTH = 64
 MAX_STRING_CHARS = 65_536
+NESTING = f"values nest more than {MAX_DEPTH} levels deep, the most a config may nest"
 
 
 class BoundExceeded(ConfigError):
@@ -73,8 +74,11 @@ def parse_yaml(text: str, source: str, numbered: bool = True) -> Any:
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark and numbered else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "maximum nesting depth" in problem:  # libyaml scans ahead, and stops at 1,000 levels first
+            raise BoundExceeded(f"{source}{f':{mark.line + 1}' if mark and numbered else ''}: "
+                                f"{NESTING}") from None
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark and numbered else source
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     except ValueError as exc:  # a scalar that Python refuses to convert (an int of 5,000 digits)
         reason = str(exc).split(";")[0]  # not the advice to call sys.set_int_max_str_digits()
@@ -109,8 +113,7 @@ class _BoundedLoader(*PARSER, SafeConstructor, Resolver):  # type: ignore[misc]
         alias = self.check_event(AliasEvent)
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise self._exceeded(f"values nest more than {MAX_DEPTH} levels deep, the most a config "
-                                 "may nest")
+            raise self._exceeded(NESTING)
         try:
             node = Composer.compose_node(self, parent, index)
         finally:
