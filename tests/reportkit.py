@@ -47,7 +47,8 @@ def write(folder: Path, records: list[dict[str, Any]], experiments: list[dict[st
           profile: str = "full") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (folder / "batch.json").write_text(json.dumps({"name": "t", "profile": profile, "experiments": experiments}))
+    meta = {"name": "t", "profile": profile, "experiments": experiments}
+    (folder / "batch.json").write_text(json.dumps(meta))
     return folder
 
 

@@ -96,7 +96,8 @@ def test_dry_run_of_the_sweep_names_every_option_and_param_that_differs():
     done = run_cli("batch", "conf/sweep.yaml", "--dry-run", "--out", "/nonexistent/never-made")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("sweep (full profile): 1 experiments, 18 cells, 54 runs, 54 to do in 1 windows")
+    assert lines[0].startswith("sweep (full profile): 1 experiments, 18 cells, 54 runs, 54 to do in 1 "
+                               "windows")
     assert "  pi-sweep: multiprocessing (spawn) x2, chunksize=auto, method=numpy: 3/3 to run" in lines
     assert "  pi-sweep: multiprocessing x2, chunksize=auto, method=numpy: 3/3 to run" in lines
 
@@ -122,8 +123,9 @@ def test_rule_of_thumb_chunksize_is_len_over_four_workers(tmp_path):
 
 QUICK_TITLES = ["1. Monte Carlo pi, 4,000,000 samples", "2. is_prime over 100,000..200,000",
                 "3. Factorising the document's six numbers", "4a. I/O-bound: 40 waits of 0.02 s each",
-                "4b. CPU-bound: 24 pure-Python sums of 200,000 squares", "5. Start-up overhead: 100 tiny items",
-                "6. chunksize on 20,000 tiny items", "7. Inter-process channels: 2,000 small messages and 32 MB",
+                "4b. CPU-bound: 24 pure-Python sums of 200,000 squares",
+                "5. Start-up overhead: 100 tiny items", "6. chunksize on 20,000 tiny items",
+                "7. Inter-process channels: 2,000 small messages and 32 MB",
                 "8. The GIL counter: two threads, += 1 10,000,000 times each"]
 
 

@@ -96,7 +96,9 @@ def tmpfs_available() -> str | None:
     if shutil.which("unshare") is None or shutil.which("mount") is None:
         return "unshare and mount are needed for a private tmpfs"
     probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
-    return None if probe.returncode == 0 else f"no private mount namespace here: {probe.stderr.decode()[:200]}"
+    if probe.returncode != 0:
+        return f"no private mount namespace here: {probe.stderr.decode()[:200]}"
+    return None
 
 
 def check_full_then_rerun(first: subprocess.CompletedProcess, kept: list[dict], final: list[dict],

@@ -77,7 +77,8 @@ CASES = {
     "processes-overkill-io": (startups(0.2, 0.0001), startups(0.03, 0.0001)),
     "pool-near-linear-pi": (speedups("pi", ("multiprocessing", 2), 1.8, PI),
                             speedups("pi", ("multiprocessing", 2), 1.2, PI)),
-    "executor-near-linear-pi": (speedups("pi", ("futures", 2), 1.7, PI), speedups("pi", ("futures", 2), 1.3, PI)),
+    "executor-near-linear-pi": (speedups("pi", ("futures", 2), 1.7, PI),
+                                speedups("pi", ("futures", 2), 1.3, PI)),
     "pool-like-executor-pi": (two_pools(0.85, 0.88), two_pools(0.85, 1.2)),
     "pool-speeds-primes": (speedups("primes", ("multiprocessing", 2), 1.6),
                            speedups("primes", ("multiprocessing", 2), 1.0)),
@@ -112,7 +113,7 @@ def test_every_claim_of_the_table_has_both_cases():
 def test_each_claim_holds_on_results_where_it_holds(tmp_path, claim):
     judgement, markdown = verdict(tmp_path, claim, CASES[claim][0])
     assert judgement.verdict == HOLDS, judgement.text
-    assert f"| holds (" in markdown
+    assert "| holds (" in markdown
 
 
 @pytest.mark.parametrize("claim", sorted(CASES))
@@ -123,7 +124,7 @@ def test_each_claim_disagrees_on_results_where_it_does_not_and_says_the_value(tm
     assert shown, judgement.text
     assert float(shown.group(1).replace(",", "")) == pytest.approx(judgement.value, rel=0.01, abs=0.01)
     assert not BY_ID[claim].passes(judgement.value)
-    assert f"| DISAGREES (" in markdown
+    assert "| DISAGREES (" in markdown
 
 
 def test_printed_results_are_judged_by_the_tasks_own_check_both_ways(tmp_path):
@@ -137,7 +138,8 @@ def test_printed_results_are_judged_by_the_tasks_own_check_both_ways(tmp_path):
 
 
 def test_a_run_too_small_for_the_predicate_is_not_judged(tmp_path):
-    judgement, _ = verdict(tmp_path / "gil", "gil-counter-loses-updates", gil(0, 1.0, 1.3, increments=1_000_000))
+    judgement, _ = verdict(tmp_path / "gil", "gil-counter-loses-updates",
+                           gil(0, 1.0, 1.3, increments=1_000_000))
     assert judgement.verdict == NOT_JUDGED and "10,000,000 increments" in judgement.text
     small_pi = {**PI, "samples": 2_000_000}
     judgement, _ = verdict(tmp_path / "pi", "pool-near-linear-pi",

@@ -61,11 +61,13 @@ def test_headroom_below_the_bound_beside_a_run_marks_it_noisy(tmp_path):
 
 
 def test_single_worker_controls_outside_ten_percent_say_the_machine_was_noisy(tmp_path):
-    noisy = paired("pi", {("serial", 1): [1.0, 1.0], ("threads", 1): [1.33, 1.33], ("threads", 2): [1.2, 1.2]})
+    noisy = paired("pi", {("serial", 1): [1.0, 1.0], ("threads", 1): [1.33, 1.33],
+                          ("threads", 2): [1.2, 1.2]})
     (exp,) = report_of(tmp_path / "noisy", noisy, experiment("pi")).experiments
     assert exp.checks == ["the machine was noisy during this experiment: threads x1 ran at 0.75x serial's "
                           "speed (one worker does serial's work, so it should run at 0.9-1.1x)"]
-    clean = paired("pi", {("serial", 1): [1.0, 1.0], ("threads", 1): [1.02, 1.02], ("threads", 2): [1.2, 1.2]})
+    clean = paired("pi", {("serial", 1): [1.0, 1.0], ("threads", 1): [1.02, 1.02],
+                          ("threads", 2): [1.2, 1.2]})
     (exp,) = report_of(tmp_path / "clean", clean, experiment("pi")).experiments
     assert exp.checks == ["single-worker controls within 0.9-1.1x of serial: threads x1 0.98x"]
     assert exp.checks[0] in (tmp_path / "clean" / "report.md").read_text()
@@ -129,12 +131,14 @@ def test_plots_are_drawn_for_speedups_channels_and_the_gil_and_open(tmp_path):
     records = paired("pi", {("serial", 1): [1.0], ("threads", 1): [1.0], ("threads", 2): [0.9],
                             ("multiprocessing", 1): [1.0], ("multiprocessing", 2): [0.55]})
     rows = [{"channel": c, "payload": p, "messages": 10, "seconds": 1.0, "msgs_per_s": 10.0 ** i,
-             "MB_per_s": 2.0 ** i, "intact": True} for p in (64, 1_048_576) for i, c in enumerate(["queue", "pipe"])]
+             "MB_per_s": 2.0 ** i, "intact": True}
+            for p in (64, 1_048_576) for i, c in enumerate(["queue", "pipe"])]
     records.append(record("ipc", "serial", 1, 1.0, 20, task="ipc", result=rows))
     gil = [{"mode": "one thread", "threads": 1, "expected": 20, "counter": 20, "lost": 0, "seconds": 1.0},
            {"mode": "2 threads", "threads": 2, "expected": 20, "counter": 17, "lost": 3, "seconds": 1.2}]
     records.append(record("gil", "serial", 1, 2.2, 30, task="gil", result=gil))
-    meta = [{"name": n, "title": f"A title long enough to need wrapping for {n} " * 2} for n in ("pi", "ipc", "gil")]
+    meta = [{"name": n, "title": f"A title long enough to need wrapping for {n} " * 2}
+            for n in ("pi", "ipc", "gil")]
     report = report_of(tmp_path, records, meta, plots=True)
     made = {p for e in report.experiments for p in e.plots}
     assert made == {"plots/times-pi.png", "plots/speedup-pi.png", "plots/times-ipc.png", "plots/ipc-ipc.png",
@@ -154,7 +158,8 @@ window.addEventListener("load", () => {
   document.body.setAttribute("data-check", JSON.stringify({
     tables: document.querySelectorAll("table").length, images: images.length, decoded: decoded,
     titles: titles, external: [...document.querySelectorAll("[src],[href]")]
-      .map(e => e.getAttribute("src") || e.getAttribute("href")).filter(u => !u.startsWith("data:")).length}));
+      .map(e => e.getAttribute("src") || e.getAttribute("href"))
+      .filter(u => !u.startsWith("data:")).length}));
 });
 </script>
 """
