@@ -192,3 +192,12 @@ def test_report_html_opens_in_headless_chromium_with_every_table_and_image(tmp_p
     tables = 2 + 1 + 1  # one per experiment, the claims of pi, the measurements of ipc
     assert found == {"tables": tables, "images": plots, "decoded": plots, "external": 0,
                      "titles": ["1. Monte Carlo pi", "7. Channels"]}
+
+
+def test_a_pair_of_runs_minutes_apart_is_marked_noisy_and_one_seconds_apart_is_not(tmp_path):
+    resumed = [record("cpu", "serial", 1, 1.0, 0), record("cpu", "multiprocessing", 2, 0.5, 300)]
+    row = rows_by_name(report_of(tmp_path / "far", resumed, experiment("cpu")))["multiprocessing x2"]
+    assert row.noisy == ["pair 300 s apart"]
+    close = [record("cpu", "serial", 1, 1.0, 0), record("cpu", "multiprocessing", 2, 0.5, 2)]
+    row = rows_by_name(report_of(tmp_path / "near", close, experiment("cpu")))["multiprocessing x2"]
+    assert row.noisy == [] and row.speedup == 2.0

@@ -200,6 +200,8 @@ def per_unit(seconds: float, params: Mapping[str, Any], unit: Mapping[str, Any])
 def _compare_mode(evidence: Evidence) -> str:
     doc = evidence.document
     doc_params = doc.get("params") or {}
+    if not doc_params:  # the document's size is unknown: its times cannot be set beside ours
+        return "none"
     if all(evidence.params.get(k) == v for k, v in doc_params.items()):
         return "size"
     return "unit" if "unit" in doc else "none"
