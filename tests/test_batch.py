@@ -153,7 +153,7 @@ def test_quick_seed_tables_batch_through_the_cli(tmp_path):
     assert "| 8713 (wrong: the sieve of Eratosthenes counts 8392) |" in report
     assert "DISAGREES (printed results failing the task's check (8713: the sieve" in report
     verdicts = re.findall(r"\| (holds|DISAGREES|not judged at this size|not measured here) \(", report)
-    assert len(verdicts) == 20, verdicts  # every claim the batch names gets its line
+    assert len(verdicts) == 22, verdicts  # every claim the batch names gets its line
     assert all(r["check"]["ok"] for r in records(out))
     assert (out / "report.csv").exists() and (out / "report.html").exists()
     assert (out / "plots" / "speedup-pi.png").exists() and (out / "plots" / "ipc-ipc.png").exists()

@@ -10,7 +10,7 @@ import subprocess
 import matplotlib.image
 import pytest
 
-from runners._report import print_report
+from runners._outputs import print_report
 from tests.reportkit import paired, record, report_of
 
 PI = {"samples": 50_000_000, "item_samples": 1_000_000, "method": "python"}

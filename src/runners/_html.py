@@ -7,6 +7,8 @@ import html as escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._document import CLAIM_HEADERS, claim_cells, plain
+
 if TYPE_CHECKING:
     from ._report import Report
 
@@ -26,7 +28,6 @@ img { max-width: 100%; display: block; margin: 0.8em 0; border: 1px solid #eee; 
 
 
 def html(report: Report, out: Path) -> str:
-    from ._report import CLAIM_HEADERS, claim_cells, plain  # the cells are the Markdown table's
 
     """The page; images are read from `out` and inlined as data URIs."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
