@@ -234,9 +234,10 @@ class _Progress:
             what += f", chunksize {cell.chunk_label}"
         if cell.sample:
             what += f", a sample of {cell.sample['items']:,} items"
-        self.say(f"[{self.number}/{len(self.runs)}] {what}, repeat {repeat + 1}/"
-                 f"{self.repeats[cell.experiment]}; {_clock(self._run_began - self.began)} elapsed, "
-                 f"batch ETA {self._eta()}")
+        repeats = self.repeats[cell.experiment]
+        which = f"repeat {repeat + 1}/{repeats}" if repeat < repeats else "again, beside resumed runs"
+        self.say(f"[{self.number}/{len(self.runs)}] {what}, {which}; {_clock(self._run_began - self.began)} "
+                 f"elapsed, batch ETA {self._eta()}")
 
     def finish(self, cell: Cell, wall: float) -> None:
         took = time.monotonic() - self._run_began

@@ -12,11 +12,13 @@ window, in the same or the next round.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ._batchspec import COLD, SHARED, BatchSpec, Cell
+from ._evidence import BASELINE
 
 ORDER = ("runs are ordered in rounds: each round runs every cell of a window once, in a shuffled order; "
          "distributed back-ends (busy even when idle) get a window of their own with the serial baseline "
@@ -45,6 +47,7 @@ class Window:
 def windows(spec: BatchSpec, done: Collection[tuple[str, int]] = ()) -> list[Window]:
     """The windows of the runs still to do, in batch order: experiment by experiment, shared first."""
     made: list[Window] = []
+    taken = set(done)
     for experiment in spec.experiments:
         name = experiment["name"]
         cells = [c for c in spec.cells if c.experiment == name]
@@ -54,12 +57,28 @@ def windows(spec: BatchSpec, done: Collection[tuple[str, int]] = ()) -> list[Win
             window = Window(name, window_name, window_name != COLD)
             for repeat in range(spec.repeats[name]):
                 runs = [(cell, repeat) for cell in members if (cell.key, repeat) not in done]
+                runs += _baselines_again(members, runs, taken, spec.repeats[name])
                 random.Random(f"{spec.seed}/{name}/{window_name}/{repeat}").shuffle(runs)
                 if runs:
                     window.rounds.append(runs)
             if window.rounds:
                 made.append(window)
     return made
+
+
+def _baselines_again(members: list[Cell], runs: list[tuple[Cell, int]], taken: set[tuple[str, int]],
+                     repeats: int) -> list[tuple[Cell, int]]:
+    """A resumed round whose baseline run is done (minutes or days ago) runs the baseline once more, as
+    an extra repeat numbered past `repeats`, so that the resumed runs have a partner beside them."""
+    if not runs or any(cell.backend == BASELINE for cell, _ in runs):
+        return []
+    again = []
+    for cell in members:
+        if cell.backend == BASELINE:
+            extra = next(n for n in itertools.count(repeats) if (cell.key, n) not in taken)
+            taken.add((cell.key, extra))
+            again.append((cell, extra))
+    return again
 
 
 __all__ = ["ORDER", "Window", "windows"]
