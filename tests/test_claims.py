@@ -171,3 +171,12 @@ def test_the_batch_file_names_only_claims_of_the_table(tmp_path):
     with pytest.raises(runners.ConfigError) as caught:
         runners.load_batch(bad)
     assert "unknown claim 'threads-help-oi' (did you mean 'threads-help-io'?)" in str(caught.value)
+
+
+def test_a_timing_inside_one_run_is_marked_noisy_when_the_machine_was_busy(tmp_path):
+    busy = channels(80, 60, 10, 90, 100)
+    busy[0]["headroom"] = 1.4
+    judgement, _ = verdict(tmp_path / "busy", "pipe-faster-than-queue-small", busy)
+    assert judgement.verdict == HOLDS and judgement.noisy == ("headroom 1.40",)
+    judgement, _ = verdict(tmp_path / "quiet", "pipe-faster-than-queue-small", channels(80, 60, 10, 90, 100))
+    assert judgement.noisy == ()
