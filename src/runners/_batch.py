@@ -68,8 +68,9 @@ def run_batch_file(path: str | Path, out: str | Path | None = None, quick: bool 
         _write_meta(spec)
         progress = _Progress([c for w in todo for c, _ in w.runs], spec.repeats, say)
         with ResultsStore(spec.out / RESULTS) as store, Headroom() as headroom:
+            ctx = _Context(spec, store, headroom, progress, outcome, f"{os.getpid()}-{time.time():.0f}")
             for window in todo:
-                _run_window(window, _Context(spec, store, headroom, progress, outcome))
+                _run_window(window, ctx)
         _write_meta(spec, outcome.notes)
     outcome.notes = skipped + outcome.notes
     return outcome
@@ -82,7 +83,7 @@ class _Context:
     headroom: Headroom
     progress: _Progress
     outcome: BatchOutcome
-    session: str = field(default_factory=lambda: f"{os.getpid()}-{time.time():.0f}")
+    session: str  # this invocation of the batch: a resumed batch's records carry another
 
 
 def _run_window(window: Window, ctx: _Context) -> None:
