@@ -124,7 +124,7 @@ def rows_of(records: list[dict[str, Any]]) -> list[Row]:
             row.speedup, row.headroom = 1.0, _lowest(r.get("headroom") for r in row.runs)
             spread = _spread(row.walls)
             if spread is not None and spread > DRIFT:
-                row.noisy.append(f"its runs spread {spread:.0%}")
+                row.noisy.append(f"its runs spread {spread:.0%} over the experiment")
             continue
         baselines = [b for b in records if b["backend"] == BASELINE and _params(b) == row.params]
         ratios, used = [], []
