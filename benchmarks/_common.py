@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import platform
 import time
 from collections.abc import Sequence
 
-from runners._sysinfo import cpu_model  # the machine line only: a benchmark, not a plugin
+from runners._sysinfo import Headroom, cpu_model  # the machine's line and state: a benchmark, not a plugin
 
 PROCESS_BACKENDS = ("multiprocessing", "futures", "joblib", "mpi", "ray", "dask")
 
@@ -22,19 +21,11 @@ def arguments(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _burn(seconds: float) -> int:
-    end, count = time.perf_counter() + seconds, 0
-    while time.perf_counter() < end:
-        count += 1
-    return count
-
-
 def headroom(seconds: float = 0.3) -> float:
-    """How much faster two processes spin than one right now (2.0 on an idle 2-core machine)."""
-    alone = _burn(seconds)
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        together = sum(pool.map(_burn, [seconds, seconds]))
-    return together / alone
+    """How much faster two processes spin than one right now (2.0 on an idle 2-core machine): the
+    measurement `runners batch` takes beside every round of runs."""
+    with Headroom(seconds) as spinners:
+        return spinners.measure()
 
 
 def wait_for_quiet(max_load: float, patience: float = 300) -> None:

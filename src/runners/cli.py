@@ -115,13 +115,16 @@ def exec_command(task: str | None, backend: str | None, workers: int | None, chu
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="output folder; default: results/NAME")
 @click.option("--quick", is_flag=True, help="the small profile of each experiment (about a minute)")
-@click.option("--dry-run", is_flag=True, help="list the cells and what is left to run; run nothing")
+@click.option("--fresh", is_flag=True, help="start over: drop the folder's earlier results and report")
+@click.option("--dry-run", is_flag=True,
+              help="print the number of cells and runs, and what sets each cell apart; run nothing")
 @click.option("--no-report", is_flag=True, help="do not build the report at the end")
-def batch_command(config: str, out: str | None, quick: bool, dry_run: bool, no_report: bool) -> None:
+def batch_command(config: str, out: str | None, quick: bool, fresh: bool, dry_run: bool,
+                  no_report: bool) -> None:
     """Run the matrix of a batch file (resuming what a previous run left), then report."""
     resume = "the finished runs are kept; run the same command again to resume"
     with _errors("batch", resume), signals_end_the_run():
-        outcome = run_batch_file(config, out=out, quick=quick, dry_run=dry_run, echo=click.echo)
+        outcome = run_batch_file(config, out=out, quick=quick, dry_run=dry_run, fresh=fresh, echo=click.echo)
     if dry_run:
         return
     for note in outcome.notes:
@@ -139,9 +142,10 @@ def batch_command(config: str, out: str | None, quick: bool, dry_run: bool, no_r
 @click.argument("out_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--no-plots", is_flag=True, help="skip the PNG plots")
 def report_command(out_dir: str, no_plots: bool) -> None:
-    """Tables, report.md, report.csv and PNG plots from a batch's output folder."""
-    if not read_results(f"{out_dir}/results.jsonl"):
-        raise click.ClickException(f"{out_dir}: no results.jsonl records; run `runners batch` first")
+    """Tables, report.md, report.csv, report.html and PNG plots from a batch's output folder."""
+    with _errors("report"):
+        if not read_results(f"{out_dir}/results.jsonl"):
+            raise click.ClickException(f"{out_dir}: no results.jsonl records; run `runners batch` first")
     _report(out_dir, not no_plots)
 
 
@@ -149,7 +153,7 @@ def _report(out_dir: str, plots: bool = True) -> None:
     with _errors("report"):
         report = make_report(out_dir, plots=plots)
     print_report(report, click.echo)
-    click.echo(f"wrote {out_dir}/report.md, report.csv and plots")
+    click.echo(f"wrote {out_dir}/report.md, report.csv, report.html" + (" and plots/" if plots else ""))
 
 
 def _print_record(record: RunRecord) -> None:
