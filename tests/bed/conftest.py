@@ -74,12 +74,11 @@ class Finished:
 
 class HostRun:
     """A command started in the background on a bed host, from the project's folder, as a user at that
-    host's shell would start it (with this session's environment plus `env`)."""
+    host's shell would start it: with this session's environment, but Ray's variables only from `env`."""
 
     def __init__(self, bed: Bed, host: str, command: list[str], env: dict[str, str] | None = None) -> None:
-        self.bed = bed
-        self.began = time.monotonic()
-        self.process = subprocess.Popen([*bed.on(host, ROOT), *command], env={**os.environ, **(env or {})},
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        self.process = subprocess.Popen([*bed.on(host, ROOT), *command], env={**environment, **(env or {})},
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
 
@@ -193,3 +192,17 @@ def end_everything(bed: Bed) -> None:
     """Stop every process on every host (a test that measured a hang, before the next one starts)."""
     for host in bed.hosts:
         bed.stop(host, grace=1)
+
+
+def strike(bed: Bed, beat: Beat, host: str, fault: str) -> float:
+    """Once an item runs on `host`, kill every process there ("kill") or cut its cable ("cut");
+    return the moment it happened."""
+    beat.wait_until_busy(host)
+    moment = time.monotonic()
+    {"kill": bed.crash, "cut": bed.cut}[fault](host)
+    return moment
+
+
+def error_line(stderr: str) -> str:
+    """The CLI's one-line error (the last line starting "Error:"), or ""."""
+    return next((line for line in reversed(stderr.splitlines()) if line.startswith("Error:")), "")
