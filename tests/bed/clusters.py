@@ -56,13 +56,18 @@ class Cluster:
             time.sleep(0.5)
 
     def ready(self, *names: str) -> None:
-        """Heal those of `names` that a test struck."""
-        for name in sorted(self.hurt & set(names)):
+        """Heal those of `names` that a test struck: once the head has given up on them (else a node
+        that is still listed, though dead, could be counted in place of the new one)."""
+        healing = sorted(self.hurt & set(names))
+        if not healing:
+            return
+        self.wait_for(len(self.members) - len(self.hurt))
+        for name in healing:
             self.bed.mend(name)
             self.bed.stop(name, grace=1)
             self._start(name)
             self.hurt.discard(name)
-            self.wait_for(len(self.members) - len(self.hurt))
+        self.wait_for(len(self.members) - len(self.hurt))
 
     def close(self) -> None:
         for name in self.bed.hosts:
@@ -80,20 +85,28 @@ class RayCluster(Cluster):
         super().__init__(bed, list(bed.hosts), self.client_env)
         self.address = f"{bed.hosts[self.head].ip}:{RAY_PORT}"
         self.cpus = len(self.members)
-        for name in self.members:
-            self._start(name)
+        self._start(self.head)
+        self._start(*[name for name in self.members if name != self.head])  # the nodes side by side
         self.wait_for(len(self.members))
 
-    def _start(self, name: str) -> None:
-        role = (["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if name == self.head
-                else [f"--address={self.address}"])
-        command = [str(BIN / "ray"), "start", *role, f"--node-ip-address={self.bed.hosts[name].ip}",
-                   "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats", "--object-store-memory=80000000",
-                   f"--temp-dir={self.bed.private}/ray"]
-        done = subprocess.run([*self.bed.on(name), *command], env=self.env, capture_output=True, text=True,
-                              timeout=START_SECONDS)
-        if done.returncode != 0:
-            raise ClusterFailed(f"`ray start` on {name} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    def _start(self, *names: str) -> None:
+        starts = {}
+        for name in names:
+            role = (["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if name == self.head
+                    else [f"--address={self.address}"])
+            command = [str(BIN / "ray"), "start", *role, f"--node-ip-address={self.bed.hosts[name].ip}",
+                       "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
+                       "--object-store-memory=80000000", f"--temp-dir={self.bed.private}/ray"]
+            starts[name] = subprocess.Popen([*self.bed.on(name), *command], env=self.env, text=True,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for name, start in starts.items():
+            try:
+                output = start.communicate(timeout=START_SECONDS)[0]
+            except subprocess.TimeoutExpired:
+                start.kill()
+                output = start.communicate()[0] + f"\n(killed after {START_SECONDS} s)"
+            if start.returncode != 0:
+                raise ClusterFailed(f"`ray start` on {name} failed: {output[-3000:]}")
 
     def count(self) -> int:
         status = [str(BIN / "ray"), "status", f"--address={self.address}"]

@@ -119,7 +119,7 @@ def test_the_batch_lost_with_a_node_is_not_counted_under_an_empty_node_name(h2_k
 
 
 def test_a_node_killed_with_retries_off_is_a_clear_error_naming_it(bed, ray_cluster, timings):
-    ray_cluster.ready("h3")
+    ray_cluster.ready(*bed.hosts)
     beat = make_beat(bed, "h1", seconds=0.5)
     run = HostRun(bed, "h1", ray_exec(ray_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1",
                                       "--retries", "0"), env=ray_cluster.client_env)
@@ -137,7 +137,7 @@ def test_a_node_killed_with_retries_off_is_a_clear_error_naming_it(bed, ray_clus
                    "grpc_client_keepalive_time_ms 300 s + _timeout_ms 120 s) though the GCS declares the "
                    "node dead within ~30 s; with both set to 5 s in the driver's environment: 16 s")
 def test_a_node_cut_off_mid_run_ends_with_the_right_answer_on_the_others(bed, ray_cluster, timings):
-    ray_cluster.ready("h2")
+    ray_cluster.ready(*bed.hosts)
     beat = make_beat(bed, "h1", seconds=0.5)
     run = HostRun(bed, "h1", ray_exec(ray_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1"),
                   env=ray_cluster.client_env)
