@@ -4,6 +4,8 @@ also when the session that made it is SIGKILLed."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import time
 import pytest
 
 from tests.bed.conftest import HostRun
-from tests.bed.hosts import Bed, bed_leftovers, sweep_stale
+from tests.bed.hosts import Bed, BedUnavailable, bed_leftovers, check_machine, sweep_stale
 from tests.conftest import ROOT
 
 # Listen on the bed address of the host this runs on, accept one connection, say which host it is.
@@ -60,9 +62,10 @@ def test_each_host_has_its_own_name_shared_memory_and_processes(bed):
         assert "bed-probe" not in on(bed, "h2", "ls", "/dev/shm").split()  # MPICH cannot take h2 for h1
     finally:
         on(bed, "h1", "rm", "/dev/shm/bed-probe")
-    processes = [line.split(None, 1) for line in on(bed, "h3", "ps", "-e", "-o", "pid=,args=").splitlines()]
+    listing = on(bed, "h3", "ps", "-e", "-o", "pid=,stat=,args=").splitlines()
+    processes = [line.split(None, 2) for line in listing if line.split()[1] != "Z"]  # Z: not reaped yet
     assert len(processes) == 2, processes  # its process 1 and this ps: none of the machine's
-    assert processes[0][0] == "1" and "host_init.py" in processes[0][1], processes
+    assert processes[0][0] == "1" and "host_init.py" in processes[0][2], processes
 
 
 def test_hosts_reach_each_other_by_name_and_nothing_beyond_the_bed(bed):
@@ -122,3 +125,15 @@ def test_the_hosts_of_a_sigkilled_session_end_with_it_and_its_namespaces_are_swe
     assert bed_leftovers(prefix)  # its namespaces and folder wait for a sweep...
     sweep_stale()
     assert bed_leftovers(prefix) == []  # ... which any later bed does first
+
+
+@pytest.mark.parametrize(("missing", "needle"), [("root", "needs root"), ("nsenter", "needs nsenter")])
+def test_a_machine_without_root_or_a_tool_is_told_why_there_is_no_bed(monkeypatch, missing, needle):
+    check_machine()  # this machine can: the bed's tests ran
+    if missing == "root":
+        monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    else:
+        which = shutil.which
+        monkeypatch.setattr(shutil, "which", lambda tool: None if tool == missing else which(tool))
+    with pytest.raises(BedUnavailable, match=needle):
+        check_machine()
