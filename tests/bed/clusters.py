@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 
 from tests.bed.hosts import Bed
+from tests.bed.runs import Finished, HostRun, make_beat, runners_command, strike
 
 BIN = Path(sys.executable).parent
 START_SECONDS = 60  # one node or worker joining, on a loaded two-core machine
+RECOVER_SECONDS = 60  # issue 15: a struck run ends with the right answer within 60 s of the fault
 RAY_PORT = 6379
 DASK_PORT = 8786
 
@@ -29,6 +31,10 @@ class ClusterFailed(AssertionError):
 
 class Cluster:
     """What Ray's and Dask's clusters share: a head on the first host, members on `members`."""
+
+    backend = ""  # the runners back-end that joins it
+    address = ""
+    client_env: dict[str, str] = {}  # what a driver needs in its environment to join
 
     def __init__(self, bed: Bed, members: list[str], extra_env: dict[str, str]) -> None:
         self.bed = bed
@@ -69,6 +75,22 @@ class Cluster:
             self.hurt.discard(name)
         self.wait_for(len(self.members) - len(self.hurt))
 
+    def command(self, *args: str) -> list[str]:
+        """`runners exec ARGS --json` on this cluster."""
+        return runners_command("exec", *args, "--backend", self.backend, "--set",
+                               f"backend.address={self.address}", "--json")
+
+    def struck_run(self, host: str, fault: str, items: int, *args: str) -> Finished:
+        """A run from h1 of `items` beat items of 0.5 s (ARGS added), struck on `host` by `fault`
+        ("kill" or "cut") once an item runs there; it may take RECOVER_SECONDS from the fault."""
+        self.ready(*self.bed.hosts)
+        beat = make_beat(self.bed, "h1", seconds=0.5)
+        command = self.command(beat.task, "--set", f"n={items}", "--chunksize", "1", *args)
+        run = HostRun(self.bed, "h1", command, env=self.client_env)
+        moment = strike(self.bed, beat, host, fault)
+        self.hurt.add(host)
+        return run.finish(timeout=RECOVER_SECONDS, since=moment)
+
     def close(self) -> None:
         for name in self.bed.hosts:
             self.bed.mend(name)
@@ -77,6 +99,8 @@ class Cluster:
 
 class RayCluster(Cluster):
     """A Ray head on the first host and a node on each other one, one CPU each, token auth on."""
+
+    backend = "ray"
 
     def __init__(self, bed: Bed) -> None:
         # What a driver needs to join: the token the nodes were started with.
@@ -118,6 +142,8 @@ class RayCluster(Cluster):
 
 class DaskCluster(Cluster):
     """A `dask scheduler` on the first host and a single-thread `dask worker` on each other one."""
+
+    backend = "dask"
 
     def __init__(self, bed: Bed) -> None:
         super().__init__(bed, list(bed.hosts)[1:], {})

@@ -11,20 +11,17 @@ import time
 import pytest
 
 from tests.bed.clusters import DaskCluster
-from tests.bed.conftest import (
+from tests.bed.runs import (
     HostRun,
     error_line,
     hosts_of,
     make_beat,
-    runners_command,
     sieve_count,
-    strike,
 )
 
 pytest.importorskip("distributed")
 
 PRIMES = sieve_count(100_000, 200_000)  # the primes task's default range
-RECOVER_SECONDS = 60  # issue 15: the run ends with the right answer within 60 s of the fault
 ITEMS = 16  # beat items of 0.5 s: ~4 s of work on 2 workers, so a fault lands mid-run
 
 
@@ -39,13 +36,8 @@ def dask_cluster(bed, timings):
         cluster.close()
 
 
-def dask_exec(cluster: DaskCluster, *args: str) -> list[str]:
-    return runners_command("exec", *args, "--backend", "dask", "--set", f"backend.address={cluster.address}",
-                           "--json")
-
-
 def test_primes_from_h1_is_the_sieve_count_on_both_workers_hosts(bed, dask_cluster, timings):
-    run = HostRun(bed, "h1", dask_exec(dask_cluster, "primes", "--workers", "5"))
+    run = HostRun(bed, "h1", dask_cluster.command("primes", "--workers", "5"))
     done = run.finish(timeout=120)
     timings.append(("dask: primes from h1", done.seconds, "whole run"))
     assert done.returncode == 0, done.stderr
@@ -58,7 +50,7 @@ def test_primes_from_h1_is_the_sieve_count_on_both_workers_hosts(bed, dask_clust
 def test_a_task_file_only_the_driver_on_h3_has_runs_on_h2_too(bed, dask_cluster, timings):
     dask_cluster.ready(*bed.hosts)
     beat = make_beat(bed, "h3", seconds=0.05)  # in h3's private folder
-    run = HostRun(bed, "h3", dask_exec(dask_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1"))
+    run = HostRun(bed, "h3", dask_cluster.command(beat.task, "--set", f"n={ITEMS}", "--chunksize", "1"))
     done = run.finish(timeout=120)
     timings.append(("dask: a task file only h3 has, from h3", done.seconds, "whole run"))
     assert done.returncode == 0, done.stderr
@@ -67,12 +59,7 @@ def test_a_task_file_only_the_driver_on_h3_has_runs_on_h2_too(bed, dask_cluster,
 
 
 def test_a_worker_killed_mid_run_ends_with_the_right_answer_on_the_other(bed, dask_cluster, timings):
-    dask_cluster.ready(*bed.hosts)
-    beat = make_beat(bed, "h1", seconds=0.5)
-    run = HostRun(bed, "h1", dask_exec(dask_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1"))
-    moment = strike(bed, beat, "h2", "kill")
-    dask_cluster.hurt.add("h2")
-    done = run.finish(timeout=RECOVER_SECONDS, since=moment)
+    done = dask_cluster.struck_run("h2", "kill", ITEMS)
     timings.append(("dask: h2 killed mid-run", done.seconds, "fault to the run's end"))
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
@@ -84,26 +71,15 @@ def test_a_worker_killed_mid_run_ends_with_the_right_answer_on_the_other(bed, da
                    "joined scheduler reruns the dead worker's batch itself (its allowed-failures, 3 by "
                    "default), so --retries 0 is not honoured and the rerun is not counted")
 def test_a_worker_killed_with_retries_off_is_a_clear_error_naming_it(bed, dask_cluster, timings):
-    dask_cluster.ready(*bed.hosts)
-    beat = make_beat(bed, "h1", seconds=0.5)
-    run = HostRun(bed, "h1", dask_exec(dask_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1",
-                                       "--retries", "0"))
-    moment = strike(bed, beat, "h3", "kill")
-    dask_cluster.hurt.add("h3")
-    done = run.finish(timeout=RECOVER_SECONDS, since=moment)
+    done = dask_cluster.struck_run("h3", "kill", ITEMS, "--retries", "0")
     timings.append(("dask: h3 killed mid-run, --retries 0", done.seconds, "fault to the run's end"))
     assert done.returncode == 1, done.stderr
     assert "lost" in error_line(done.stderr) and bed.hosts["h3"].ip in error_line(done.stderr), done.stderr
 
 
 def test_a_worker_cut_off_mid_run_ends_with_the_right_answer_on_the_other(bed, dask_cluster, timings):
-    dask_cluster.ready(*bed.hosts)
-    beat = make_beat(bed, "h1", seconds=0.5)
-    run = HostRun(bed, "h1", dask_exec(dask_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1"))
-    moment = strike(bed, beat, "h2", "cut")
-    dask_cluster.hurt.add("h2")
-    done = run.finish(timeout=RECOVER_SECONDS, since=moment)
+    done = dask_cluster.struck_run("h2", "cut", ITEMS)
     timings.append(("dask: h2's link cut mid-run", done.seconds,
-                    "still running at the limit" if done.returncode is None else "fault to the run's end"))
+                    done.measured("fault to the run's end")))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"] == [x * x for x in range(ITEMS)]

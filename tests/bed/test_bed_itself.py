@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests.bed.conftest import HostRun
 from tests.bed.hosts import Bed, BedUnavailable, bed_leftovers, check_machine, sweep_stale
+from tests.bed.runs import HostRun
 from tests.conftest import ROOT
 
 # Listen on the bed address of the host this runs on, accept one connection, say which host it is.
@@ -63,7 +63,7 @@ def test_each_host_has_its_own_name_shared_memory_and_processes(bed):
     finally:
         on(bed, "h1", "rm", "/dev/shm/bed-probe")
     listing = on(bed, "h3", "ps", "-e", "-o", "pid=,stat=,args=").splitlines()
-    processes = [line.split(None, 2) for line in listing if line.split()[1] != "Z"]  # Z: not reaped yet
+    processes = [line.split(None, 2) for line in listing if line.split()[1][0] != "Z"]  # Z: not reaped yet
     assert len(processes) == 2, processes  # its process 1 and this ps: none of the machine's
     assert processes[0][0] == "1" and "host_init.py" in processes[0][2], processes
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bed.conftest import (
+from tests.bed.runs import (
     HostRun,
     end_everything,
     hosts_of,
@@ -124,7 +124,7 @@ def test_ranks_that_cannot_load_the_task_end_the_users_job_at_once(bed, timings,
                   env=killed_hydra_temp(tmp_path))
     done = run.finish(timeout=JOB_ENDS_SECONDS)
     timings.append(("mpi: user's mpiexec, ranks 1-2 cannot load the task", done.seconds,
-                    "to the job's end" if done.returncode is not None else "hung, killed at the limit"))
+                    done.measured("to the job's end")))
     end_everything(bed)
     assert done.returncode == 2, done.stderr
     assert "no such file" in done.stderr
@@ -205,7 +205,7 @@ def test_a_cut_link_under_the_users_mpiexec_ends_the_job_at_its_time_limit_namin
     finally:
         bed.mend("h2")
     timings.append((f"mpi: user's mpiexec, h2's link cut, run_timeout {limit} s", done.seconds,
-                    "fault to the job's end" if done.returncode is not None else "hung, killed at the limit"))
+                    done.measured("fault to the job's end")))
     end_everything(bed)
     assert done.returncode == 1, done.stderr
     assert "run_timeout" in done.stderr and "h2" in done.stderr, done.stderr

@@ -11,20 +11,17 @@ import pytest
 
 import runners
 from tests.bed.clusters import RayCluster
-from tests.bed.conftest import (
+from tests.bed.runs import (
     HostRun,
     error_line,
     hosts_of,
     make_beat,
-    runners_command,
     sieve_count,
-    strike,
 )
 
 pytestmark = pytest.mark.skipif(not runners.backend_status("ray")[0], reason="ray is not installed")
 
 PRIMES = sieve_count(100_000, 200_000)  # the primes task's default range
-RECOVER_SECONDS = 60  # issue 15: the run ends with the right answer within 60 s of the fault
 ITEMS = 24  # beat items of 0.5 s: ~4 s of work on 3 CPUs, so a fault lands mid-run
 
 
@@ -39,14 +36,9 @@ def ray_cluster(bed, timings):
         cluster.close()
 
 
-def ray_exec(cluster: RayCluster, *args: str) -> list[str]:
-    return runners_command("exec", *args, "--backend", "ray", "--set", f"backend.address={cluster.address}",
-                           "--json")
-
-
 @pytest.fixture(scope="module")
 def primes_from_h1(bed, ray_cluster, timings) -> dict:
-    run = HostRun(bed, "h1", ray_exec(ray_cluster, "primes", "--workers", "2"), env=ray_cluster.client_env)
+    run = HostRun(bed, "h1", ray_cluster.command("primes", "--workers", "2"), env=ray_cluster.client_env)
     done = run.finish(timeout=180)
     timings.append(("ray: primes from h1", done.seconds, "whole run"))
     assert done.returncode == 0, done.stderr
@@ -69,7 +61,7 @@ def test_workers_of_a_joined_cluster_is_its_cpu_count(primes_from_h1, ray_cluste
 def test_a_task_file_only_the_driver_on_h3_has_runs_on_the_other_hosts(bed, ray_cluster, timings):
     ray_cluster.ready(*bed.hosts)
     beat = make_beat(bed, "h3", seconds=0.05)  # in h3's private folder
-    run = HostRun(bed, "h3", ray_exec(ray_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1"),
+    run = HostRun(bed, "h3", ray_cluster.command(beat.task, "--set", f"n={ITEMS}", "--chunksize", "1"),
                   env=ray_cluster.client_env)
     done = run.finish(timeout=180)
     timings.append(("ray: a task file only h3 has, from h3", done.seconds, "whole run"))
@@ -83,7 +75,7 @@ def test_a_task_file_only_the_driver_on_h3_has_runs_on_the_other_hosts(bed, ray_
                    "second, \"InvalidAuthToken\"), then only \"cannot join the Ray cluster at "
                    "'10.77.15.1:6379': Failed to connect to Ray cluster\": the refusal is not named")
 def test_a_client_without_the_token_is_refused_with_a_message_that_says_so(bed, ray_cluster, timings):
-    run = HostRun(bed, "h3", ray_exec(ray_cluster, "tiny"), env={"RAY_USAGE_STATS_ENABLED": "0"})
+    run = HostRun(bed, "h3", ray_cluster.command("tiny"), env={"RAY_USAGE_STATS_ENABLED": "0"})
     done = run.finish(timeout=120)
     timings.append(("ray: a client without the token", done.seconds, "to its error"))
     assert done.returncode == 1, done.stderr
@@ -93,13 +85,7 @@ def test_a_client_without_the_token_is_refused_with_a_message_that_says_so(bed, 
 @pytest.fixture(scope="module")
 def h2_killed_mid_run(bed, ray_cluster, timings):
     """A run from h1 during which every process of h2 is SIGKILLed (its raylet, its workers)."""
-    ray_cluster.ready(*bed.hosts)
-    beat = make_beat(bed, "h1", seconds=0.5)
-    run = HostRun(bed, "h1", ray_exec(ray_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1"),
-                  env=ray_cluster.client_env)
-    moment = strike(bed, beat, "h2", "kill")
-    ray_cluster.hurt.add("h2")
-    done = run.finish(timeout=RECOVER_SECONDS, since=moment)
+    done = ray_cluster.struck_run("h2", "kill", ITEMS)
     timings.append(("ray: h2 killed mid-run", done.seconds, "fault to the run's end"))
     return done
 
@@ -119,13 +105,7 @@ def test_the_batch_lost_with_a_node_is_not_counted_under_an_empty_node_name(h2_k
 
 
 def test_a_node_killed_with_retries_off_is_a_clear_error_naming_it(bed, ray_cluster, timings):
-    ray_cluster.ready(*bed.hosts)
-    beat = make_beat(bed, "h1", seconds=0.5)
-    run = HostRun(bed, "h1", ray_exec(ray_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1",
-                                      "--retries", "0"), env=ray_cluster.client_env)
-    moment = strike(bed, beat, "h3", "kill")
-    ray_cluster.hurt.add("h3")
-    done = run.finish(timeout=RECOVER_SECONDS, since=moment)
+    done = ray_cluster.struck_run("h3", "kill", ITEMS, "--retries", "0")
     timings.append(("ray: h3 killed mid-run, --retries 0", done.seconds, "fault to the error"))
     assert done.returncode == 1, done.stderr
     assert "lost" in error_line(done.stderr) and bed.hosts["h3"].ip in error_line(done.stderr), done.stderr
@@ -137,14 +117,8 @@ def test_a_node_killed_with_retries_off_is_a_clear_error_naming_it(bed, ray_clus
                    "grpc_client_keepalive_time_ms 300 s + _timeout_ms 120 s) though the GCS declares the "
                    "node dead within ~30 s; with both set to 5 s in the driver's environment: 16 s")
 def test_a_node_cut_off_mid_run_ends_with_the_right_answer_on_the_others(bed, ray_cluster, timings):
-    ray_cluster.ready(*bed.hosts)
-    beat = make_beat(bed, "h1", seconds=0.5)
-    run = HostRun(bed, "h1", ray_exec(ray_cluster, beat.task, "--set", f"n={ITEMS}", "--chunksize", "1"),
-                  env=ray_cluster.client_env)
-    moment = strike(bed, beat, "h2", "cut")
-    ray_cluster.hurt.add("h2")
-    done = run.finish(timeout=RECOVER_SECONDS, since=moment)
+    done = ray_cluster.struck_run("h2", "cut", ITEMS)
     timings.append(("ray: h2's link cut mid-run", done.seconds,
-                    "still running at the limit" if done.returncode is None else "fault to the run's end"))
+                    done.measured("fault to the run's end")))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"] == [x * x for x in range(ITEMS)]
