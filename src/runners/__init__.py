@@ -39,6 +39,7 @@ from ._errors import (
     WorkerLost,
     signal_name,
 )
+from ._peer import split_address, what_answers
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report
 from ._scratch import scratch_folder, sweep_scratch
@@ -97,9 +98,11 @@ __all__ = [
     "run_pickled_batch",
     "scratch_folder",
     "signal_name",
+    "split_address",
     "stream_futures",
     "sweep_scratch",
     "task_names",
     "usable_cpus",
+    "what_answers",
     "worker_environment",
 ]
