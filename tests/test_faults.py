@@ -51,7 +51,6 @@ import pytest
 
 import runners
 from tests.conftest import ROOT, installed_backends, run_cli, tagged_processes
-from tests.test_mpi import mpich_segments_swept  # noqa: F401 - sweeps a killed MPICH job's segment
 from tests.test_ray import cluster  # noqa: F401 - the two-node Ray cluster fixture, reused
 
 BACKENDS = installed_backends()
@@ -124,13 +123,6 @@ def known_bug(case: str, backend: str) -> None:
         pytest.xfail(KNOWN_BUGS[case, backend])
 
 
-@pytest.fixture(autouse=True)
-def mpich_segments(request):
-    """A SIGKILLed MPICH job leaves its /dev/shm segment, which the next run's start-up sweep removes
-    once a minute old: for the mpi rows, at once (tests/test_mpi.py's fixture)."""
-    params = getattr(request.node, "callspec", None)
-    if params is not None and params.params.get("backend") == "mpi":
-        request.getfixturevalue("mpich_segments_swept")
 ITEMS_LEAVE_RUNNER = {"only": lambda e: not e.in_runner}
 
 

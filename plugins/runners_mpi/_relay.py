@@ -22,7 +22,6 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 from runners import Batch, BatchResult, RunnersError, WorkerLost, scratch_folder, signal_name
 
 from ._schemes import WORKER_ENVIRONMENT, outcome, parcels
-from ._shm import remove_segments, stale_segments
 
 ADDRESS = "RUNNERS_MPI_ADDRESS"
 AUTHKEY = "RUNNERS_MPI_AUTHKEY"
@@ -40,7 +39,6 @@ class Relay:
         self.finished = False  # the current pass is over (the job waits for "again" or "close")
         self.ended = False  # this pass's batches are all sent (None went last)
         self.lost = False
-        self.shm_before = stale_segments(min_age=None)
         authkey = os.urandom(32)
         server = socket.create_server(("127.0.0.1", 0))
         # mpiexec leaves files in TMPDIR when it is stopped (hydra's hwloc topology): give the job a
@@ -120,8 +118,7 @@ class Relay:
         if not held:  # died between batches: the next one is the casualty
             batch = next(batches, None)
             held = {batch.id: batch} if batch is not None else {}
-        code = self._wait(10)
-        remove_segments(stale_segments(min_age=0) - self.shm_before)  # MPICH's, left by the dead job
+        code = self._wait(10)  # the job's segments go with its last rank (see _node)
         exitcode = code
         if code == 0:  # every rank exited 0, yet the job ended mid-pass: a rank left early, os._exit(0)
             state = "a rank exited early with EXIT(0); mpiexec exited with code 0"
@@ -156,7 +153,6 @@ class Relay:
         self.conn.close()
         if not self.finished or self._wait(30) is None:
             self._stop()
-            remove_segments(stale_segments(min_age=0) - self.shm_before)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _stop(self) -> None:
