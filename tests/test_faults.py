@@ -22,8 +22,6 @@ Not run for every back-end, and why:
   BaseException, poison items, pickling and nested pools go through the engine's code that the other
   back-ends exercise, and tests/test_conformance.py runs item exceptions, SystemExit and lambdas on
   Ray through the Python API.
-- SIGTERM: process back-ends and in-process ones; on ray, the run_timeout case takes the same path
-  (a DriverInterrupt raised in the driver, which Ray's wait hands back as a SystemError).
 - pickling, a large payload, nested pools: back-ends whose items leave the runner's process; an
   in-process back-end never pickles an item (the cases would only show that it works).
 - a retried per-item timeout: only back-ends that enforce timeouts (the others refuse `--timeout`).
@@ -551,8 +549,6 @@ def stop_a_held_run(backend: str, method: str | None, items: Path, tmp_path: Pat
                          ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_and_sigterm_exit_quickly_and_clean(backend, method, sig, code, said, items, tmp_path,
                                                    fault_env):
-    if backend in HEAVY and sig != signal.SIGINT:
-        pytest.skip("on ray, SIGTERM takes the run_timeout case's path (module docstring)")
     # threads: the signal cancels what is queued and the run waits for the running items
     returncode, err, elapsed, started, tag = stop_a_held_run(
         backend, method, items, tmp_path, fault_env, interrupt=lambda proc: proc.send_signal(sig),

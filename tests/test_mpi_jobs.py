@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -194,3 +195,31 @@ def test_the_runner_or_mpiexec_sigkilled_leaves_no_rank_and_no_segment(form, ite
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+# -- signals under the user's mpiexec ----------------------------------------------------------------
+
+@pytest.mark.parametrize("scheme", ["spmd", "master-worker"])
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGTERM, 143, "terminated: "),
+                                                   (signal.SIGINT, 130, "interrupted: ")],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_users_mpiexec_exits_with_its_code_quickly_in_one_line(scheme, sig, code, said,
+                                                                                 items):
+    # mpiexec forwards the signal to every rank: rank 0 ends the job, the others stop their items
+    proc, tag = start_held(items, [MPIEXEC, "-n", "2"], "--set", f"backend.scheme={scheme}")
+    began = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    elapsed = time.monotonic() - began
+    assert proc.returncode == code, err
+    assert elapsed < 3 + 2, elapsed  # 3 s, and the margin a loaded machine needs
+    # hydra's own notes on Ctrl-C ("[mpiexec@host] Sending Ctrl-C ...", on stdout) are mpiexec's
+    assert all(line.startswith("[mpiexec@") for line in out.splitlines()), out
+    ours = err.splitlines()
+    assert len(ours) == 1 and ours[0].startswith(said), err
+    assert_nothing_left(tag)

@@ -144,7 +144,9 @@ class DaskBackend(Backend):
                 # What prepare_worker sets in pool workers, set here instead: its parent watch must
                 # not run in dask workers (their nanny ends them with the cluster). Threads share
                 # this process's environment, so they get none of it.
-                **({"env": worker_environment()} if self.options.processes else {}),
+                # Ctrl-C is the driver's to handle: worker processes ignore it (see _ignore_ctrl_c).
+                **({"env": worker_environment(), "preload": [f"{__name__}._ignore_ctrl_c"]}
+                   if self.options.processes else {}),
                 # The scheduler always serves HTTP (health, metrics); keep it on loopback and a free
                 # port, and add the dashboard only when asked.
                 scheduler_kwargs={"dashboard": self.options.dashboard is not None,

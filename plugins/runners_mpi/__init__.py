@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from runners import Backend, Batch, BatchResult, ConfigError, param
 
-from ._node import keep_on_loopback, sweep_when_gone
+from ._node import keep_on_loopback, stop_items_on_signals, sweep_when_gone
 from ._relay import Relay
 from ._schemes import Parcel, limit_worker, outcome, parcels
 from ._shm import remove_segments, stale_segments
@@ -128,10 +128,9 @@ class MpiBackend(Backend):
             self.workers = self._scheme.workers  # the ranks decide, not --workers
             return
         limit_worker()  # this rank only runs items: no nested pools, one BLAS thread
+        stop_items_on_signals()  # rank 0 reports Ctrl-C and SIGTERM, and ends the job
         try:
             code = SCHEMES[self.options.scheme](MPI.COMM_WORLD).serve()
-        except KeyboardInterrupt:  # mpiexec forwards Ctrl-C to every rank; rank 0 reports it
-            code = 130
         except BaseException:  # a worker that cannot go on must not leave the others waiting
             import traceback
 

@@ -4,10 +4,13 @@ have the job's MPICH segments removed when its ranks there are gone, however the
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from runners import run_batch
 
 # The network devices the MPI library may use, for each netmod the mpich wheel can pick (UCX, OFI).
 LOOPBACK_DEVICES = {"UCX_NET_DEVICES": "lo", "FI_TCP_IFACE": "lo", "FI_SOCKETS_IFACE": "lo"}
@@ -54,3 +57,30 @@ def sweep_when_gone(comm: Any) -> None:
     subprocess.Popen([sys.executable, "-I", "-S", str(SWEEPER), ",".join(map(str, pids)), segments],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)
+
+
+class ItemStopped(Exception):
+    """Raised inside the item a worker rank runs when mpiexec forwards Ctrl-C or SIGTERM to it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"the rank was told to stop ({signal.Signals(signum).name})")
+        self.signum = signum
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.signum,))
+
+
+def stop_items_on_signals() -> None:
+    """On a worker rank under the user's mpiexec, which forwards Ctrl-C and SIGTERM to every rank:
+    stop the item this rank runs (so that rank 0, ending the job, is not kept waiting for it), and
+    nothing else. Rank 0 ends the job and its finish tells this rank the exit code (130, 143); an
+    exception raised while this rank waits in MPI would lose the message it waits for."""
+
+    def stop_the_item(signum: int, frame: Any) -> None:
+        while frame is not None:
+            if frame.f_code is run_batch.__code__:
+                raise ItemStopped(signum)
+            frame = frame.f_back
+
+    signal.signal(signal.SIGINT, stop_the_item)
+    signal.signal(signal.SIGTERM, stop_the_item)

@@ -20,6 +20,7 @@ from runners import (
     ItemFailure,
     RunnersError,
     WorkerLost,
+    keep_signal_handlers,
     param,
     portable_exception,
     run_batch,
@@ -158,7 +159,8 @@ class RayBackend(Backend):
             "ray", os.environ.get("RAY_TMPDIR"))
         try:
             self._connected = True
-            with loopback_only():  # every process of the instance binds to 127.0.0.1
+            # every process of the instance binds to 127.0.0.1; Ctrl-C and SIGTERM stay runners'
+            with loopback_only(), keep_signal_handlers():
                 ray.init(address="local", num_cpus=self.workers, num_gpus=0, include_dashboard=False,
                          _node_ip_address=self.options.bind, _temp_dir=self.options.temp_dir or self._temp,
                          object_store_memory=self.options.object_store_mb * 2**20,
@@ -185,7 +187,7 @@ class RayBackend(Backend):
             env["py_modules"] = [*env.get("py_modules", []), *modules]
         try:
             # a loopback address is dialled as given, not swapped for the machine's LAN address
-            with loopback_only() if is_loopback(address) else nullcontext():
+            with loopback_only() if is_loopback(address) else nullcontext(), keep_signal_handlers():
                 ray.init(address=address, runtime_env=env or None, **quiet)
         except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
             raise RunnersError(f"ray: cannot join the Ray cluster at {address!r}: {exc}") from exc

@@ -44,6 +44,7 @@ from ._registry import backend_names, backend_status, load_backend, load_task, t
 from ._report import make_report
 from ._scratch import scratch_folder, sweep_scratch
 from ._shared import SharedArray
+from ._signals import keep_signal_handlers
 from ._task import Task, Verdict, item_seed, param
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "future_outcome",
     "item_seed",
     "job_from_sources",
+    "keep_signal_handlers",
     "load_backend",
     "load_batch",
     "load_task",

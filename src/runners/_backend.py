@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import pickle
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -320,17 +321,37 @@ def prepare_worker(poll_seconds: float = 0.5) -> None:
     # and a driver that died before this ran has already left us reparented.
     known = multiprocessing.parent_process()
     driver = known.pid if known is not None else os.getppid()
+    # A worker that finishes an item just after the driver died fails to send the result, and its
+    # pool prints that BrokenPipeError's traceback on the stderr the user still reads: say nothing.
+    sys.stderr = QuietOnceOrphaned(sys.stderr, driver)
 
     def watch() -> None:
-        import psutil
-
         while True:
             time.sleep(poll_seconds)
-            try:
-                gone = psutil.Process(driver).status() == psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                gone = True
-            if gone:
+            if _gone(driver):
                 os._exit(1)
 
     threading.Thread(target=watch, name="runners-exit-with-parent", daemon=True).start()
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class QuietOnceOrphaned:
+    """A worker's stderr that writes nothing once the worker's driver is gone."""
+
+    def __init__(self, stream: Any, driver: int) -> None:
+        self._stream = stream
+        self._driver = driver
+
+    def write(self, text: str) -> int:
+        return len(text) if _gone(self._driver) else self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
