@@ -136,7 +136,32 @@ def run_batch(batch: Batch, pack: bool = False) -> BatchResult:
             break
     seconds = time.perf_counter() - began
     host = socket.gethostname()
-    return BatchResult(batch.id, packed(values) if pack else values, error, host, os.getpid(), seconds, host)
+    if pack:
+        values, error = _to_send_back(batch, values, error)
+    return BatchResult(batch.id, values, error, host, os.getpid(), seconds, host)
+
+
+def _to_send_back(batch: Batch, values: list[Any],
+                  error: ItemFailure | None) -> tuple[list[Any] | PackedValues, ItemFailure | None]:
+    """`values` packed for the driver. The one rule for results on every back-end whose items run in
+    other processes: a result must pickle with the standard pickle module. The first that does not
+    is its item's failure, here, whatever the transport: pools that pickle refused such a result
+    while those that use cloudpickle sent a lambda by value, or an open file as an empty StringIO."""
+    sendable = packed(values)
+    if isinstance(sendable, PackedValues) or not values:
+        return sendable, error
+    for offset, value in enumerate(values):
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure: this value cannot go back
+            refusal = RuntimeError(
+                f"its result ({type(value).__name__}) cannot be pickled to send it back to the driver "
+                f"({type(exc).__name__}: {exc}); return plain data: numbers, strings, containers, "
+                "instances of classes defined at the top level of a module")
+            failure = ItemFailure(batch.start + offset, batch.items[offset], refusal,
+                                  "".join(traceback.format_exception(exc)))
+            return packed(values[:offset]), failure
+    return sendable, error  # pickled one by one, but not all at once (recursion depth): the transport's
 
 
 def run_pickled_batch(batch_id: int, payload: bytes) -> BatchResult:
