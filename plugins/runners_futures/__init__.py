@@ -46,6 +46,7 @@ class FuturesBackend(Backend):
     def start(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._seen: dict[int, Any] = {}
+        self._in_flight: dict[int, Batch] = {}  # submitted to the current executor, not yet yielded
         self._new_pool()
 
     def _new_pool(self) -> None:
@@ -57,6 +58,7 @@ class FuturesBackend(Backend):
         if getattr(self._pool, "_broken", False):  # a broken executor refuses all work: replace it
             self._pool.shutdown(wait=True)
             self._new_pool()
+            self._in_flight.clear()
         try:
             payload = pickle.dumps(batch)
         except Exception as exc:  # noqa: BLE001 - reported with the item that fails, by future_outcome
@@ -64,17 +66,21 @@ class FuturesBackend(Backend):
             future.set_exception(exc)
             return future
         future = self._pool.submit(run_pickled_batch, batch.id, payload)
+        self._in_flight[batch.id] = batch
         self._seen.update(getattr(self._pool, "_processes", None) or {})  # no public worker list
         return future
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         for result in stream_futures(self.submit, batches, 2 * self.workers, self.name):
             if isinstance(result.error, WorkerLost) and result.error.exitcode is None:
-                result.error = self._explain(result.error)
+                result.error = self._explain()
+            self._in_flight.pop(result.batch_id, None)
             yield result
 
-    def _explain(self, lost: WorkerLost) -> WorkerLost:
-        """Name the signal of the worker that died; the executor itself SIGTERMs the others."""
+    def _explain(self) -> WorkerLost:
+        """Name the signal of the worker that died (the executor itself SIGTERMs the others), and
+        every item the broken executor had in flight: it cannot tell which of them the dead worker
+        held, so neither can this error."""
         # Read exit codes only once the executor's manager thread has reaped its workers: reading
         # them at the same time races it (under forkserver the loser reads 255).
         manager = getattr(self._pool, "_executor_manager_thread", None)
@@ -83,7 +89,8 @@ class FuturesBackend(Backend):
         codes = [p.exitcode for p in self._seen.values() if p.exitcode not in (None, -15)]
         code = codes[0] if codes else None
         reason = f"a worker process ended with {signal_name(code)}; the executor broke and lost its batches"
-        return WorkerLost(reason, self.name, lost.items, socket.gethostname(), code)
+        items = sorted(i for b in self._in_flight.values() for i in range(b.start, b.start + len(b.items)))
+        return WorkerLost(reason, self.name, items, socket.gethostname(), code, exact=False)
 
     def shutdown(self) -> None:
         pool = getattr(self, "_pool", None)

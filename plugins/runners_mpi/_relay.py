@@ -134,7 +134,8 @@ class Relay:
         # Which rank held which batch is not known here: each error names every batch in flight.
         items = sorted(i for b in held.values() for i in range(b.start, b.start + len(b.items)))
         for batch in held.values():
-            lost = WorkerLost(f"an MPI rank ended abnormally ({state})", "mpi", items, exitcode=exitcode)
+            lost = WorkerLost(f"an MPI rank ended abnormally ({state})", "mpi", items, exitcode=exitcode,
+                              exact=False)
             yield BatchResult(batch.id, [], lost)
 
     def close(self) -> None:
