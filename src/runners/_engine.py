@@ -147,6 +147,8 @@ class RunRecord:
     placement: dict[str, dict[int, int]]  # node -> pid -> items it ran
     attempts: dict[int, int] = field(default_factory=dict)  # attempts -> items that took that many
     extra: dict[str, Any] = field(default_factory=dict)  # what back-ends reported in BatchResult.extra
+    retried: dict[str, int] = field(default_factory=dict)  # error type -> batches retried after it
+    lost_workers: int = 0  # workers whose death cost batches that were then retried
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +167,8 @@ class RunRecord:
             "nodes": {node: sum(pids.values()) for node, pids in self.placement.items()},
             "processes": sum(len(pids) for pids in self.placement.values()),
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
+            "retried": self.retried,
+            "lost_workers": self.lost_workers,
             "extra": self.extra,
         }
 
@@ -267,7 +271,8 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
         chunksize=the_plan.chunksize, seed=the_plan.seed, result=result,
         check=task.verify(result, params), timings=Timings(compute=compute), items=batcher.issued,
         batches=batcher.count, placement={node: dict(pids) for node, pids in tally.placement.items()},
-        attempts=dict(tally.attempts), extra=tally.extra,
+        attempts=dict(tally.attempts), extra=tally.extra, retried=dict(tally.retried),
+        lost_workers=len(tally.lost),
     )
 
 
@@ -278,6 +283,10 @@ class Tally:
     placement: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     attempts: Counter[int] = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)  # the latest value of each key wins
+    retried: Counter[str] = field(default_factory=Counter)  # error type -> batches retried after it
+    # One entry per dead worker: a back-end that cannot tell whose batches a death took fails them all
+    # with one error (same reason, same items); one that can, with an error per batch.
+    lost: set[tuple[Any, ...]] = field(default_factory=set)
 
     def add(self, result: BatchResult, attempt: int) -> None:
         self.extra.update(result.extra)
@@ -312,6 +321,10 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
                     error = as_exception(result.error, result, attempt)
                     if policy.should_retry(error, attempt):
                         retry.append(batch)
+                        tally.retried[type(error).__name__] += 1
+                        if isinstance(error, WorkerLost):
+                            tally.lost.add((error.reason, tuple(error.items)) if not error.exact
+                                           else (batch.id, attempt))
                     elif policy.fail_fast:
                         raise error
                     else:
