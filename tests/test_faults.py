@@ -392,9 +392,12 @@ def test_lost_worker_is_retried_on_a_fresh_one_and_the_answer_is_right(backend, 
         assert_runner_died(done, -signal.SIGKILL)
         return
     assert done.returncode == 0, done.stderr
-    record = json.loads(done.stdout)
+    record = json.loads(done.stdout)  # stdout holds the record alone
     assert record["result"] == list(range(10))
     assert sum(record["attempts"].values()) >= 1  # some batch took a second attempt
+    # One line on stderr says so; none of the libraries' own reports (hydra's banner, Ray's raylet).
+    assert record["lost_workers"] == 1, record
+    assert re.fullmatch(r"1 worker lost, (its batch|\d+ batches) retried\n", done.stderr), done.stderr
     if expect(backend).exact_items:
         assert record["attempts"].get("2", 0) >= 1  # exactly the crashed batch did
 

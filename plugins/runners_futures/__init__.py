@@ -46,7 +46,9 @@ class FuturesBackend(Backend):
     def start(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._seen: dict[int, Any] = {}
-        self._in_flight: dict[int, Batch] = {}  # submitted to the current executor, not yet yielded
+        self._generation = 0  # how many executors were replaced: which one a batch went to
+        self._in_flight: dict[int, tuple[int, Batch]] = {}  # submitted, not yet yielded: (executor, batch)
+        self._lost: dict[int, WorkerLost] = {}  # executor -> why it broke, once explained
         self._new_pool()
 
     def _new_pool(self) -> None:
@@ -58,7 +60,7 @@ class FuturesBackend(Backend):
         if getattr(self._pool, "_broken", False):  # a broken executor refuses all work: replace it
             self._pool.shutdown(wait=True)
             self._new_pool()
-            self._in_flight.clear()
+            self._generation += 1
         try:
             payload = pickle.dumps(batch)
         except Exception as exc:  # noqa: BLE001 - reported with the item that fails, by future_outcome
@@ -66,18 +68,22 @@ class FuturesBackend(Backend):
             future.set_exception(exc)
             return future
         future = self._pool.submit(run_pickled_batch, batch.id, payload)
-        self._in_flight[batch.id] = batch
+        self._in_flight[batch.id] = (self._generation, batch)
         self._seen.update(getattr(self._pool, "_processes", None) or {})  # no public worker list
         return future
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         for result in stream_futures(self.submit, batches, 2 * self.workers, self.name):
+            generation, _ = self._in_flight.get(result.batch_id, (None, None))
             if isinstance(result.error, WorkerLost) and result.error.exitcode is None:
-                result.error = self._explain()
+                # one death, one error for every batch the executor lost with it
+                if generation not in self._lost:
+                    self._lost[generation] = self._explain(generation)
+                result.error = self._lost[generation]
             self._in_flight.pop(result.batch_id, None)
             yield result
 
-    def _explain(self) -> WorkerLost:
+    def _explain(self, generation: int | None) -> WorkerLost:
         """Name the signal of the worker that died (the executor itself SIGTERMs the others), and
         every item the broken executor had in flight: it cannot tell which of them the dead worker
         held, so neither can this error."""
@@ -89,7 +95,8 @@ class FuturesBackend(Backend):
         codes = [p.exitcode for p in self._seen.values() if p.exitcode not in (None, -15)]
         code = codes[0] if codes else None
         reason = f"a worker process ended with {signal_name(code)}; the executor broke and lost its batches"
-        items = sorted(i for b in self._in_flight.values() for i in range(b.start, b.start + len(b.items)))
+        lost = [b for g, b in self._in_flight.values() if g == generation]
+        items = sorted(i for b in lost for i in range(b.start, b.start + len(b.items)))
         return WorkerLost(reason, self.name, items, socket.gethostname(), code, exact=False)
 
     def shutdown(self) -> None:

@@ -10,14 +10,17 @@ one. The job then waits for "again" (another pass: retries, or a batch reusing i
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+from typing import IO
 
 from runners import Batch, BatchResult, RunnersError, WorkerLost, scratch_folder, signal_name
 
@@ -28,6 +31,11 @@ AUTHKEY = "RUNNERS_MPI_AUTHKEY"
 CONNECT_SECONDS = 60.0  # mpiexec start-up plus importing runners and mpi4py on every rank
 DRAIN_SECONDS = 2.0  # after an error: how long the job may finish its batches in flight quietly
 HYDRA_SIGNALS = (6, 9, 11, 15)  # SIGABRT, SIGKILL, SIGSEGV, SIGTERM
+# hydra's report of a rank that died, on its stdout: the WorkerLost (or, after a retry that worked,
+# "1 worker lost, its batch retried") says it in one line
+HYDRA_BANNER = re.compile(rb"(=+|=   .*|YOUR APPLICATION TERMINATED WITH THE EXIT STRING: .*|"
+                          rb"This typically refers to a problem with your application\.|"
+                          rb"Please see the FAQ page for debugging suggestions)\r?\n?")
 
 
 class Relay:
@@ -50,9 +58,12 @@ class Relay:
                # ranks import what the driver imported, task files included (their folder is on sys.path)
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TMPDIR": self.tmp}
         # Own session: Ctrl-C reaches the driver only, which then stops the job itself. The job's
-        # stdout goes to our stderr so that `--json` output stays clean.
-        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=2,
+        # stdout goes to our stderr so that `--json` output stays clean, less hydra's banner.
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         start_new_session=True)
+        self._output = threading.Thread(target=forward_without_banner, args=(self.process.stdout, 2),
+                                        name="runners-mpi-output", daemon=True)
+        self._output.start()
         try:
             self.conn = self._accept(server, authkey)
         except BaseException:
@@ -156,6 +167,14 @@ class Relay:
             self._stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def _wait(self, seconds: float) -> int | None:
+        try:
+            code = self.process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return None
+        self._output.join(1.0)  # what the job printed last, before anyone reads its exit
+        return code
+
     def _stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()  # hydra's mpiexec kills every rank and proxy on SIGTERM
@@ -163,8 +182,20 @@ class Relay:
                 self.process.kill()
         self.process.wait()
 
-    def _wait(self, seconds: float) -> int | None:
-        try:
-            return self.process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            return None
+
+
+def forward_without_banner(stream: IO[bytes], fd: int) -> None:
+    """Copy the job's output to `fd` line by line, less hydra's banner about a rank that died (and
+    the blank line before it)."""
+    blank = b""
+    for line in stream:
+        if HYDRA_BANNER.fullmatch(line):
+            blank = b""
+            continue
+        if not line.strip():
+            blank += line
+            continue
+        os.write(fd, blank + line)
+        blank = b""
+    os.write(fd, blank)
+    stream.close()

@@ -16,11 +16,15 @@ from typing import Any
 
 from runners import RunnersError, split_address, what_answers
 
+# What a raylet publishes when a worker dies mid-task: runners reports that itself (WorkerLost, or
+# "1 worker lost, its batch retried" after a retry), in one line instead of Ray's ten.
+WORKER_DIED = "A worker died or was killed while executing a task"
+
 
 def raylet_messages_to_stderr() -> None:
     """Ray prints the errors its raylets publish ("a worker died...") on the driver's stdout, whatever
     log_to_driver says, which corrupts `runners exec --json`; they are diagnostics, so send them to
-    stderr. The lost worker itself is still reported as WorkerLost."""
+    stderr, less the worker deaths that runners reports itself."""
     from ray._private import worker
 
     original = worker.print_to_stdstream
@@ -28,7 +32,9 @@ def raylet_messages_to_stderr() -> None:
         return
 
     def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
-        original({**data, "is_err": True}, ignore_prefix)
+        lines = [line for line in data.get("lines", []) if WORKER_DIED not in line]
+        if lines or not data.get("lines"):
+            original({**data, "lines": lines, "is_err": True}, ignore_prefix)
 
     to_stderr.runners_stderr = True  # type: ignore[attr-defined]
     worker.print_to_stdstream = to_stderr
