@@ -23,9 +23,12 @@ import runners
 from tests.conftest import ROOT, installed_backends, tagged_processes
 
 ITEM = """
+import os
 import time
 
 def quick(item):
+    # says which process runs items (a file per pid beside this module), then takes a moment
+    open(os.path.join(os.path.dirname(__file__), "ran", str(os.getpid())), "a").close()
     time.sleep(0.05)
     return item
 """
@@ -42,6 +45,7 @@ def cases() -> list:
 def start(tmp_path, backend: str, method: str | None) -> tuple[subprocess.Popen, str]:
     module = tmp_path / f"quick_{uuid.uuid4().hex[:8]}.py"
     module.write_text(ITEM)
+    (tmp_path / "ran").mkdir()
     tag = uuid.uuid4().hex
     method_set = ["--set", f"backend.start_method={method}"] if method else []
     proc = subprocess.Popen([sys.executable, "-m", "runners", "exec", f"{module}:quick", "--backend", backend,
@@ -52,13 +56,13 @@ def start(tmp_path, backend: str, method: str | None) -> tuple[subprocess.Popen,
     return proc, tag
 
 
-def wait_until_working(proc: subprocess.Popen, tag: str, workers: int = 2) -> None:
-    """Until the runner has at least `workers` processes of its own (started, and running items)."""
-    deadline = time.monotonic() + 60
-    while len(tagged_processes(tag)) < 1 + workers:
+def wait_until_working(proc: subprocess.Popen, tmp_path, workers: int = 2) -> None:
+    """Until `workers` processes of the run (not the runner itself) have run items."""
+    deadline = time.monotonic() + 120
+    while len({p.name for p in (tmp_path / "ran").iterdir()} - {str(proc.pid)}) < workers:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
-    time.sleep(2)  # items are now finishing twenty times a second on each worker
+    time.sleep(0.5)  # items are now finishing twenty times a second on each worker
 
 
 def finish(proc: subprocess.Popen, tag: str) -> tuple[str, str]:
@@ -78,7 +82,7 @@ def finish(proc: subprocess.Popen, tag: str) -> tuple[str, str]:
 @pytest.mark.parametrize(("backend", "method"), cases())
 def test_ctrl_c_to_the_whole_process_group_prints_one_line_and_no_worker_traceback(backend, method, tmp_path):
     proc, tag = start(tmp_path, backend, method)
-    wait_until_working(proc, tag)
+    wait_until_working(proc, tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
     out, err = finish(proc, tag)
     assert proc.returncode == 130, err
@@ -89,7 +93,7 @@ def test_ctrl_c_to_the_whole_process_group_prints_one_line_and_no_worker_traceba
 @pytest.mark.parametrize(("backend", "method"), cases())
 def test_workers_whose_runner_was_sigkilled_print_nothing(backend, method, tmp_path):
     proc, tag = start(tmp_path, backend, method)
-    wait_until_working(proc, tag)
+    wait_until_working(proc, tmp_path)
     proc.kill()  # the runner only: its workers find it gone
     out, err = finish(proc, tag)
     assert proc.returncode == -signal.SIGKILL

@@ -53,10 +53,11 @@ def sweep_when_gone(comm: Any) -> None:
     # sweeper has read a single rank's maps.
     segments = ",".join(sorted(mapped("self")))
     # Its own session, no inherited descriptors, nothing on stdout or stderr: it must not hold the
-    # job's pipes open after the job, nor be stopped with the job's process group.
-    subprocess.Popen([sys.executable, "-I", "-S", str(SWEEPER), ",".join(map(str, pids)), segments],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True)
+    # job's pipes open after the job, nor be stopped with the job's process group. It forks and
+    # returns at once, its child sweeping.
+    subprocess.run([sys.executable, "-I", "-S", str(SWEEPER), ",".join(map(str, pids)), segments],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   start_new_session=True, check=False)
 
 
 class ItemStopped(Exception):
@@ -70,6 +71,17 @@ class ItemStopped(Exception):
         return (type(self), (self.signum,))
 
 
+class _StopRequest:
+    """The signal a worker rank was told to stop by, if any: process-wide, as signal handlers are."""
+
+    signum: int | None = None
+
+
+def stop_requested() -> int | None:
+    """The signal this worker rank was told to stop by (it then runs no further item), or None."""
+    return _StopRequest.signum
+
+
 def stop_items_on_signals() -> None:
     """On a worker rank under the user's mpiexec, which forwards Ctrl-C and SIGTERM to every rank:
     stop the item this rank runs (so that rank 0, ending the job, is not kept waiting for it), and
@@ -77,6 +89,7 @@ def stop_items_on_signals() -> None:
     exception raised while this rank waits in MPI would lose the message it waits for."""
 
     def stop_the_item(signum: int, frame: Any) -> None:
+        _StopRequest.signum = signum  # and no item after this one: rank 0 may have sent another
         while frame is not None:
             if frame.f_code is run_batch.__code__:
                 raise ItemStopped(signum)

@@ -28,7 +28,7 @@ from runners import (
     worker_environment,
 )
 
-from ._node import ItemStopped
+from ._node import ItemStopped, stop_requested
 
 STOP = "stop"
 RESULT_TAG = 17  # a worker rank's result of an spmd round, sent to the root point to point
@@ -70,6 +70,8 @@ def outcome(batch: Batch, result: BatchResult | None = None,
 
 def run_parcel(parcel: Parcel) -> BatchResult:
     """Worker side: run the batch; a result that cannot be pickled back becomes its error instead."""
+    if (signum := stop_requested()) is not None:  # told to stop: rank 0 is ending the job
+        return BatchResult(parcel.id, [], WorkerLost(str(ItemStopped(signum)), "mpi"))
     result = run_pickled_batch(parcel.id, parcel.payload)
     try:
         pickle.dumps(result)
