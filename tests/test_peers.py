@@ -137,7 +137,7 @@ def test_a_dask_scheduler_is_not_taken_for_a_ray_cluster(tmp_path):
     from distributed import LocalCluster
 
     scheduler = {"n_workers": 0, "processes": False, "protocol": "tcp", "host": "127.0.0.1",
-                 "dashboard_address": None}
+                 "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"}}
     with dask.config.set({"temporary-directory": str(tmp_path)}), LocalCluster(**scheduler) as cluster:
         port = int(cluster.scheduler_address.rsplit(":", 1)[1])
         address, done, seconds = join("ray", port)

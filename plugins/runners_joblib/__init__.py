@@ -112,9 +112,12 @@ class JoblibBackend(Backend):
 
         # dask's scratch space goes to this run's folder too (its default is left in TMPDIR)
         with dask.config.set({"temporary-directory": self._temp}):
+            # The scheduler serves HTTP (health, metrics) even without a dashboard: on loopback too.
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, host="127.0.0.1",
-                                         dashboard_address=None, silence_logs=logging.ERROR,
-                                         local_directory=self._temp, env=worker_environment())
+                                         silence_logs=logging.ERROR, local_directory=self._temp,
+                                         env=worker_environment(),
+                                         scheduler_kwargs={"dashboard": False,
+                                                           "dashboard_address": "127.0.0.1:0"})
         self._client = Client(self._cluster, set_as_default=False)
         self._config["client"] = self._client
 
