@@ -284,8 +284,8 @@ class Tally:
     attempts: Counter[int] = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)  # the latest value of each key wins
     retried: Counter[str] = field(default_factory=Counter)  # error type -> batches retried after it
-    # One entry per dead worker: a back-end that cannot tell whose batches a death took fails them all
-    # with one error (same reason, same items); one that can, with an error per batch.
+    # One entry per dead worker, as its errors describe it (a back-end names the worker: its pid,
+    # address, id): all the batches that one death took, however many, count once.
     lost: set[tuple[Any, ...]] = field(default_factory=set)
 
     def add(self, result: BatchResult, attempt: int) -> None:
@@ -323,8 +323,8 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
                         retry.append(batch)
                         tally.retried[type(error).__name__] += 1
                         if isinstance(error, WorkerLost):
-                            tally.lost.add((error.reason, tuple(error.items)) if not error.exact
-                                           else (batch.id, attempt))
+                            tally.lost.add((error.reason, error.host, None if error.exact
+                                            else tuple(error.items)))
                     elif policy.fail_fast:
                         raise error
                     else:
