@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import socket
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from runners import (
     signal_name,
     stream_futures,
 )
+
+TERMINATE_SECONDS = 3.0  # how long the executor may take to stop after its workers were terminated
 
 
 @dataclass(frozen=True)
@@ -99,20 +102,40 @@ class FuturesBackend(Backend):
         items = sorted(i for b in lost for i in range(b.start, b.start + len(b.items)))
         return WorkerLost(reason, self.name, items, socket.gethostname(), code, exact=False)
 
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
+        self._clean_exit = exc is None
+        self.shutdown()
+
     def shutdown(self) -> None:
         pool = getattr(self, "_pool", None)
-        if pool is not None:
-            # The executor cannot cancel a running item and would wait for it (Python < 3.14 has no
-            # terminate_workers); after a failure or Ctrl-C that can be minutes, so stop the workers.
-            # After a clean run they are idle and nothing is lost.
-            # Python < 3.12's executor then marks every pending work item failed, and its manager
-            # thread dies with InvalidStateError on one whose future the engine already cancelled:
-            # drop those first (there is no public way to).
-            pending = getattr(pool, "_pending_work_items", None) or {}
-            for work_id, item in list(pending.items()):
-                if item.future.cancelled():
-                    pending.pop(work_id, None)
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
-                process.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if pool is None:
+            return
+        self._pool = None
+        if getattr(self, "_clean_exit", False):
+            # Every worker is idle: the executor's own protocol stops them. Terminating them here
+            # instead killed one that held a queue's lock (an idle worker waits on the call queue
+            # holding its read lock), and the other then waited for it for ever (~1 run in 10).
+            pool.shutdown(wait=True)
+            return
+        # After a failure or Ctrl-C: the executor cannot cancel a running item and would wait for it
+        # (Python < 3.14 has no terminate_workers), which can be minutes, so stop the workers.
+        # Python < 3.12's executor then marks every pending work item failed, and its manager
+        # thread dies with InvalidStateError on one whose future the engine already cancelled:
+        # drop those first (there is no public way to).
+        pending = getattr(pool, "_pending_work_items", None) or {}
+        for work_id, item in list(pending.items()):
+            if item.future.cancelled():
+                pending.pop(work_id, None)
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        # A worker killed holding a queue's lock can leave the executor's manager waiting for ever on
+        # the others: wait for it a while, then kill every worker this back-end ever saw.
+        stopping = threading.Thread(target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
+                                    name="runners-executor-stop", daemon=True)
+        stopping.start()
+        stopping.join(TERMINATE_SECONDS)
+        if stopping.is_alive():
+            for process in self._seen.values():
+                if process.exitcode is None:
+                    process.kill()
+                    process.join()
