@@ -12,7 +12,6 @@ import sysconfig
 import traceback
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -30,10 +29,10 @@ from runners import (
     portable_exception,
     run_batch,
     scratch_folder,
-    split_address,
-    what_answers,
     worker_environment,
 )
+
+from ._probe import check_scheduler
 
 ADDRESS = re.compile(r"((tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}")
 LOOPBACK = "127.0.0.1"
@@ -111,7 +110,7 @@ class DaskBackend(Backend):
         from distributed import Client
 
         address, timeout = self.options.address, self.options.connect_timeout
-        _check_scheduler(address, timeout)
+        check_scheduler(address, timeout)
         try:
             with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
                 self._client = Client(address, timeout=timeout, set_as_default=False)
@@ -237,57 +236,6 @@ class DaskBackend(Backend):
         temp, self._temp = getattr(self, "_temp", None), None
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
-
-
-def _check_scheduler(address: str, timeout: float) -> None:
-    """Raise a RunnersError within about `timeout` seconds unless a dask scheduler answers at `address`.
-
-    dask waits for the peer's handshake without a time limit: at a port where another service
-    listens (a web server, the dashboard), joining it hangs for minutes with no word.
-    """
-    host, port = split_address(address)
-    try:  # dask retries a refused connection until its timeout: a plain connect says so at once
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as exc:
-        raise RunnersError(f"the dask scheduler at {address!r} did not answer within {timeout:g} s "
-                           f"({exc.strerror or exc}); start it with `dask scheduler` and workers with "
-                           f"`dask worker {address}`, or fix the address") from None
-    identity = _identity(address, timeout)
-    if isinstance(identity, dict) and identity.get("type") == "Scheduler":
-        return
-    if isinstance(identity, dict):
-        answered = f"a dask {identity.get('type', 'server')}"
-    else:
-        answered = what_answers(host, port, min(timeout, 2.0))
-    raise RunnersError(f"dask: backend.address {address!r} is answered by {answered}, not a dask scheduler; "
-                       "expected the address `dask scheduler` prints (tcp://HOST:8786 by default; "
-                       "8787 is its dashboard)")
-
-
-def _identity(address: str, timeout: float) -> Any:
-    """What a dask server at `address` says it is (its `identity` reply), or the error that kept it
-    from saying so within `timeout` seconds. Asked in a thread of its own: the caller may be inside
-    an event loop."""
-    import asyncio
-
-    from distributed.comm import connect
-
-    async def ask() -> Any:
-        comm = await connect(address, timeout=timeout)
-        try:
-            await comm.write({"op": "identity", "reply": True})
-            return await comm.read()
-        finally:
-            comm.abort()
-
-    def bounded() -> Any:
-        try:
-            return asyncio.run(asyncio.wait_for(ask(), timeout))
-        except Exception as exc:  # noqa: BLE001 - refused, timed out, garbage: all mean "not a scheduler"
-            return exc
-
-    with ThreadPoolExecutor(1, thread_name_prefix="runners-dask-probe") as pool:
-        return pool.submit(bounded).result()
 
 
 def _host(ip: str) -> str:
