@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,17 +39,72 @@ def _shm() -> set[str]:
         return set()
 
 
-def _someone_elses(segment: str) -> bool:
-    """True for a segment whose name carries the pid of a live process outside this test session
-    (loky's sem.loky-PID-..., runners-PID-...): another suite on this machine made it."""
-    match = re.search(r"-(\d+)-", segment)
-    if match is None:
-        return False
-    try:
-        owner = psutil.Process(int(match.group(1)))
-        return owner.pid != os.getpid() and os.getpid() not in {p.pid for p in owner.parents()}
-    except psutil.NoSuchProcess:
-        return False  # its maker is gone: it may well have been ours
+PID_IN_NAME = re.compile(r"-(\d+)-")  # runners-PID-token (SharedArray), sem.loky-PID-... (loky)
+MPICH_SEGMENT = re.compile(r"/dev/shm/(mpich_shm_\S+)")
+
+
+class Witness:
+    """What this test's own processes (the descendants of this interpreter) are seen doing while it
+    runs, sampled from a thread: their pids, and the MPICH segments that the MPI ranks among them map,
+    by the RUNNERS_TEST_TAG of the run each rank belongs to.
+
+    Other copies of the suite run beside this one, with MPI jobs, Ray and Dask of their own: a segment
+    in /dev/shm is this test's only if one of these processes made it (its pid is in the name) or
+    mapped it (MPICH's names carry no pid). A rank orphaned by a killed runner was seen before then.
+    """
+
+    PERIOD = 0.2  # an MPI rank maps its segment from MPI_Init to its end: far longer than this
+
+    def __init__(self) -> None:
+        self.pids = {os.getpid()}
+        self.mapped: dict[str, set[str]] = {}  # segment -> the run tags of the ranks that mapped it
+        self._ranks: dict[tuple[int, float], str | None] = {}  # a rank's run tag; None: not a rank
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="leftover-witness", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()  # whatever appeared since the last round
+
+    def segments_of(self, tag: str) -> set[str]:
+        """The MPICH segments that ranks of the run tagged `tag` mapped."""
+        return {name for name, tags in self.mapped.items() if tag in tags}
+
+    def owns(self, segment: str) -> bool:
+        if segment.startswith("mpich_shm_"):
+            return segment in self.mapped
+        match = PID_IN_NAME.search(segment)
+        if match is not None:
+            return int(match.group(1)) in self.pids
+        return True  # a name that says nothing of its maker: blamed, as before
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.PERIOD):
+            self.sample()
+
+    def sample(self) -> None:
+        for proc in psutil.Process().children(recursive=True):
+            self.pids.add(proc.pid)
+            try:
+                tag = self._rank_tag(proc)
+                if tag is None:
+                    continue
+                with open(f"/proc/{proc.pid}/maps") as maps:
+                    found = MPICH_SEGMENT.findall(maps.read())
+            except (psutil.Error, OSError):
+                continue
+            for name in found:
+                self.mapped.setdefault(name, set()).add(tag)
+
+    def _rank_tag(self, proc: psutil.Process) -> str | None:
+        key = (proc.pid, proc.create_time())
+        if key not in self._ranks:
+            environ = proc.environ()
+            rank = "PMI_RANK" in environ or "PMI_SIZE" in environ
+            self._ranks[key] = environ.get("RUNNERS_TEST_TAG", "") if rank else None
+        return self._ranks[key]
 
 
 def _live_children() -> list[psutil.Process]:
@@ -70,31 +126,36 @@ def no_leftovers(tmp_path_factory):
     """Every test must leave no child process, no new /dev/shm segment and no temporary file behind.
 
     Each test gets a TMPDIR of its own (inherited by every process it starts, CLI runs included), so
-    what a run leaves in it is this test's, whatever else runs on the machine at the same time."""
+    what a run leaves in it is this test's, whatever else runs on the machine at the same time; and a
+    new /dev/shm segment is blamed on the test only if its own processes made it (see Witness).
+    Yields the Witness, for tests that tell their own run's segments from any other's."""
     tmp_path_factory.getbasetemp()  # pytest's own folder: fixed on first use, so before TMPDIR changes
     shm_before = _shm()
     before = {p.pid for p in _live_children()}
+    witness = Witness()
     temp = tempfile.mkdtemp(prefix="rt-", dir=SYSTEM_TEMP)  # short: Ray's socket paths must fit 107 bytes
     saved = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"] = tempfile.tempdir = temp
     try:
-        yield
+        yield witness
     finally:
         if saved[0] is None:
             os.environ.pop("TMPDIR", None)
         else:
             os.environ["TMPDIR"] = saved[0]
         tempfile.tempdir = saved[1]
+        witness.stop()
     deadline = time.monotonic() + 10
     while True:
         new = [p for p in _live_children() if p.pid not in before]
-        if not new or time.monotonic() > deadline:
+        # a job's segments go when its last rank has gone (runners_mpi's sweeper): give it that time
+        leaked = {name for name in _shm() - shm_before if witness.owns(name)}
+        if not (new or leaked) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     left = sorted(os.listdir(temp))
     shutil.rmtree(temp, ignore_errors=True)
     assert not new, f"processes left behind: {[(p.pid, p.cmdline()) for p in new]}"
-    leaked = {name for name in _shm() - shm_before if not _someone_elses(name)}
     assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
     assert not left, f"temporary files left behind in TMPDIR: {left}"
 
@@ -113,7 +174,9 @@ def tagged_processes(tag: str) -> list[psutil.Process]:
 
 def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
             cwd: Path | None = None, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run `runners ARGS` as a user would, in a subprocess; then check it left no process behind."""
+    """Run `runners ARGS` as a user would, in a subprocess; then check it left no process behind.
+
+    The result's `tag` is the run's RUNNERS_TEST_TAG (see Witness.segments_of)."""
     tag = uuid.uuid4().hex
     full_env = {**os.environ, **(env or {}), "RUNNERS_TEST_TAG": tag}
     command = [*(launcher or []), sys.executable, "-m", "runners", *args]
@@ -123,4 +186,5 @@ def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
     while (left := tagged_processes(tag)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"`runners {' '.join(args)}` left processes: {[p.cmdline() for p in left]}"
+    done.tag = tag  # type: ignore[attr-defined]
     return done

@@ -120,6 +120,29 @@ def test_a_lambda_is_refused_before_any_worker_starts(backend):
         runners.run(task, backend=backend, params={"items": [1]})
 
 
+# auto runs these few quick items in the driver (it hands over only when parallel work pays)
+@pytest.mark.parametrize("backend", [b for b in BACKENDS
+                                     if runners.load_backend(b).separate_processes and b != "auto"])
+@pytest.mark.parametrize("fn", [testing.return_unpicklable, testing.return_open_file],
+                         ids=["lambda", "open-file"])
+def test_a_result_that_does_not_pickle_is_its_items_failure(backend, fn):
+    # One rule on every back-end whose items run in other processes, whatever its transport (pickle,
+    # cloudpickle, MPI): a result must pickle with the standard pickle module.
+    with pytest.raises(runners.TaskError) as caught:
+        run(backend, testing.map_task(fn), chunksize=4, params={"items": [0, 1, 2, 3]})
+    assert caught.value.index == 0 and caught.value.item == 0
+    assert "cannot be pickled to send it back to the driver" in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if not runners.load_backend(b).separate_processes])
+def test_in_process_backends_hand_back_any_result_as_it_is(backend):
+    if runners.load_backend(backend).runs_coroutines:
+        pytest.skip("a plain function task; this back-end runs async ones")
+    record = run(backend, testing.map_task(testing.return_open_file), params={"items": [5]})
+    with record.result[0] as returned:  # the very object, never pickled
+        assert returned.name == testing.__file__ and not returned.closed
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_items_report_the_processes_that_ran_them(backend):
     record = run(backend, testing.map_task(testing.whereami), chunksize=1,

@@ -99,6 +99,20 @@ def test_a_task_in_a_loose_file_reaches_the_cluster_workers(cluster, tmp_path):
     assert json.loads(done.stdout)["result"] == [0, 1, 8, 27, 64]
 
 
+def test_a_worker_address_is_not_taken_for_the_scheduler(cluster):
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as client:
+        worker = next(iter(client.scheduler_info()["workers"]))
+    began = time.monotonic()
+    done = run_cli("exec", "tiny", "--backend", "dask", "--set", f"backend.address={worker}", timeout=60)
+    assert time.monotonic() - began < 5 + 15  # connect_timeout, then start-up on a loaded machine
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"Error: dask: backend.address {worker!r} is answered by a dask Worker, not a dask scheduler; "
+        "expected the address `dask scheduler` prints (tcp://HOST:8786 by default; 8787 is its dashboard)"]
+
+
 def test_an_address_that_does_not_answer_fails_fast_naming_it():
     address = f"tcp://127.0.0.1:{free_port()}"
     began = time.monotonic()

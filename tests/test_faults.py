@@ -22,8 +22,6 @@ Not run for every back-end, and why:
   BaseException, poison items, pickling and nested pools go through the engine's code that the other
   back-ends exercise, and tests/test_conformance.py runs item exceptions, SystemExit and lambdas on
   Ray through the Python API.
-- SIGTERM: process back-ends and in-process ones; on ray, the run_timeout case takes the same path
-  (a DriverInterrupt raised in the driver, which Ray's wait hands back as a SystemError).
 - pickling, a large payload, nested pools: back-ends whose items leave the runner's process; an
   in-process back-end never pickles an item (the cases would only show that it works).
 - a retried per-item timeout: only back-ends that enforce timeouts (the others refuse `--timeout`).
@@ -38,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,8 +49,8 @@ import psutil
 import pytest
 
 import runners
+from runners._signals import signals_end_the_run
 from tests.conftest import ROOT, installed_backends, run_cli, tagged_processes
-from tests.test_mpi import mpich_segments_swept  # noqa: F401 - sweeps a killed MPICH job's segment
 from tests.test_ray import cluster  # noqa: F401 - the two-node Ray cluster fixture, reused
 
 BACKENDS = installed_backends()
@@ -68,7 +67,7 @@ class Expect:
     exact_items: bool  # a lost worker names only the dead worker's items (else: every batch in flight)
     signal_known: bool  # a lost worker's error names the signal (SIGKILL, SIGSEGV, EXIT(0))
     stops_running: bool  # fail-fast and Ctrl-C stop items already running (threads: cannot)
-    cloudpickle: bool  # items and results travel by cloudpickle: lambdas go, no "cannot be pickled"
+    cloudpickle: bool  # items travel by cloudpickle: a lambda as an item goes (results must pickle)
     startup: float  # seconds to start and stop it in a subprocess on a busy 2-core machine
 
 
@@ -76,6 +75,9 @@ class Expect:
 EXACT_ITEMS = {"multiprocessing"}
 SIGNAL_KNOWN = {"multiprocessing", "futures", "mpi"}
 CLOUDPICKLE = {"joblib", "dask", "ray"}
+# A worker's death fails every batch in flight (a broken executor, joblib's pool, the MPI job): the
+# error names all their items and says that the dead worker held some of them, not which.
+ALL_IN_FLIGHT = {"futures", "joblib", "mpi"}
 STARTUP = {"dask": 20, "ray": 40}  # others: 10
 
 
@@ -124,13 +126,6 @@ def known_bug(case: str, backend: str) -> None:
         pytest.xfail(KNOWN_BUGS[case, backend])
 
 
-@pytest.fixture(autouse=True)
-def mpich_segments(request):
-    """A SIGKILLed MPICH job leaves its /dev/shm segment, which the next run's start-up sweep removes
-    once a minute old: for the mpi rows, at once (tests/test_mpi.py's fixture)."""
-    params = getattr(request.node, "callspec", None)
-    if params is not None and params.params.get("backend") == "mpi":
-        request.getfixturevalue("mpich_segments_swept")
 ITEMS_LEAVE_RUNNER = {"only": lambda e: not e.in_runner}
 
 
@@ -280,17 +275,32 @@ def assert_runner_died(done: subprocess.CompletedProcess, code: int) -> None:
 
 
 def assert_lost(done: subprocess.CompletedProcess, backend: str, how: str) -> str:
-    """A lost-worker error, exit 1, no result, no traceback of ours; returns the items it names."""
+    """A lost-worker error, exit 1, no result, no traceback of ours; returns the items it names: those
+    the dead worker held ("held items 3"), or, where the back-end cannot tell which of the batches in
+    flight it held, all of them, saying so ("held one or more of items 3, 4, 5")."""
     assert done.returncode == 1, (done.stdout, done.stderr)
-    assert "was lost" in done.stderr and "held items" in done.stderr, done.stderr
+    assert "was lost" in done.stderr, done.stderr
     if done.stdout.strip():  # with --json: the error object alone (issue 13), no result
         failure = json.loads(done.stdout)
         assert failure["error"]["type"] == "WorkerLost" and "result" not in failure, done.stdout
     if expect(backend).signal_known:
         assert how in done.stderr, done.stderr
-    held = done.stderr.split("held items", 1)[1]
+    said = "held one or more of items" if backend in ALL_IN_FLIGHT else "held items"
+    if backend in ALL_IN_FLIGHT and re.search(r"held items \d+$", done.stderr, re.M):
+        said = "held items"  # one item in flight: then it is known which
+    assert said in done.stderr, done.stderr
+    held = done.stderr.split(said, 1)[1]
     assert held.strip()  # it names the items it lost
     return held
+
+
+def named_items(held: str) -> list[int]:
+    """The items a lost-worker error names: "3, 4, 5", or "1..7 (7 items)" for a longer span."""
+    text = held.splitlines()[0].split("(")[0]
+    if ".." in text:
+        first, last = (int(n) for n in text.split(".."))
+        return list(range(first, last + 1))
+    return [int(n) for n in re.findall(r"\d+", text)]
 
 
 # -- 1. an item raises -----------------------------------------------------------------------------
@@ -364,8 +374,11 @@ def test_sigkilled_worker_is_reported_with_signal_and_items_quickly(backend, met
         assert_runner_died(done, -signal.SIGKILL)
         return
     held = assert_lost(done, backend, "SIGKILL")
+    named = named_items(held)
     if expect(backend).exact_items:
-        assert "3" in held  # the watcher knows which batch the dead worker ran
+        assert 3 in named  # the watcher knows which batch the dead worker ran
+    elif backend in ALL_IN_FLIGHT:
+        assert 3 in named, held  # among the items it says the dead worker may have held
     assert "Traceback" not in done.stderr
     assert time.monotonic() - began < expect(backend).startup + 5  # includes start-up
 
@@ -382,9 +395,12 @@ def test_lost_worker_is_retried_on_a_fresh_one_and_the_answer_is_right(backend, 
         assert_runner_died(done, -signal.SIGKILL)
         return
     assert done.returncode == 0, done.stderr
-    record = json.loads(done.stdout)
+    record = json.loads(done.stdout)  # stdout holds the record alone
     assert record["result"] == list(range(10))
     assert sum(record["attempts"].values()) >= 1  # some batch took a second attempt
+    # One line on stderr says so; none of the libraries' own reports (hydra's banner, Ray's raylet).
+    assert record["lost_workers"] == 1, record
+    assert re.fullmatch(r"1 worker lost, (its batch|\d+ batches) retried\n", done.stderr), done.stderr
     if expect(backend).exact_items:
         assert record["attempts"].get("2", 0) >= 1  # exactly the crashed batch did
 
@@ -423,10 +439,10 @@ def test_unpicklable_argument_names_the_item_and_its_type(backend, method, items
     known_bug("unpicklable_item", backend)
     done = run_cli(*exec_args(items, "UNPICKLABLE_ITEM", backend, method, "--chunksize", "4", "--json"),
                    timeout=120, env=fault_env)
-    if expect(backend).cloudpickle:  # a lambda travels by value: the run succeeds
-        assert done.returncode == 0, done.stderr
-        return
     assert done.returncode == 1, (done.stdout, done.stderr)
+    if expect(backend).cloudpickle:  # a lambda item travels by value, but comes back as a result
+        assert "item 2 (<function" in done.stderr and "its result (function) cannot be pickled" in done.stderr
+        return
     assert "item 2 (function) cannot be pickled" in done.stderr, done.stderr
 
 
@@ -443,11 +459,11 @@ def test_argument_that_fails_to_unpickle_in_the_worker_is_an_error_not_a_hang(ba
 def test_result_that_fails_to_pickle_is_an_error_with_the_childs_message(backend, method, items, fault_env):
     done = run_cli(*exec_args(items, "UNPICKLABLE_RESULT", backend, method, "--set", "items=[1]", "--json"),
                    timeout=120, env=fault_env)
-    if expect(backend).cloudpickle:  # a lambda travels back by value
-        assert done.returncode == 0, done.stderr
-        return
+    # one rule for results on every back-end, cloudpickling ones included (README, Failures)
     assert done.returncode == 1, (done.stdout, done.stderr)
-    assert "pickle" in done.stderr.lower(), done.stderr
+    assert not done.stdout
+    assert "item 0 (1) raised RuntimeError: its result (function) cannot be pickled" in done.stderr
+    assert done.stderr.count("Traceback") == 1, done.stderr  # the worker's, printed once: no stdlib one
 
 
 @pytest.mark.parametrize(("backend", "method"), matrix(skip=HEAVY, **ITEMS_LEAVE_RUNNER))
@@ -561,8 +577,6 @@ def stop_a_held_run(backend: str, method: str | None, items: Path, tmp_path: Pat
                          ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_and_sigterm_exit_quickly_and_clean(backend, method, sig, code, said, items, tmp_path,
                                                    fault_env):
-    if backend in HEAVY and sig != signal.SIGINT:
-        pytest.skip("on ray, SIGTERM takes the run_timeout case's path (module docstring)")
     # threads: the signal cancels what is queued and the run waits for the running items
     returncode, err, elapsed, started, tag = stop_a_held_run(
         backend, method, items, tmp_path, fault_env, interrupt=lambda proc: proc.send_signal(sig),
@@ -570,7 +584,9 @@ def test_ctrl_c_and_sigterm_exit_quickly_and_clean(backend, method, sig, code, s
     assert returncode == code, err
     assert said in err, err
     assert "Traceback" not in err, err
-    assert elapsed < 5, elapsed
+    # Before the 10-s unwind watchdog (a shut-down that needed it failed): typically 1-3 s, but two
+    # copies of the suite at once took dask's past 5 s.
+    assert elapsed < signals_end_the_run.UNWIND_SECONDS, elapsed
     assert started < 8  # pending items were cancelled, not run
     assert_nothing_left(tag)
 

@@ -19,7 +19,6 @@ from tests.conftest import run_cli
 
 pytest.importorskip("mpi4py")
 from runners_mpi import find_mpiexec, mpiexec_command  # noqa: E402 - needs mpi4py's extra
-from runners_mpi._shm import remove_segments, stale_segments  # noqa: E402
 
 MPIEXEC = find_mpiexec()
 SCHEMES = ["master-worker", "spmd"]
@@ -101,24 +100,15 @@ def killer(tmp_path):
     return f"{path}:kill_on_worker"
 
 
-@pytest.fixture
-def mpich_segments_swept():
-    """A SIGKILLed MPICH job leaves its /dev/shm segment (MPICH unlinks it at finalize); the next
-    run's start-up sweep removes such leftovers once they are a minute old. Here: at once."""
-    before = stale_segments(min_age=None)
-    yield
-    remove_segments(stale_segments(min_age=0) - before)
-
-
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_a_rank_killed_mid_run_ends_the_job_non_zero_with_nothing_left(scheme, killer,
-                                                                        mpich_segments_swept):
+def test_a_rank_killed_mid_run_ends_the_job_non_zero_with_nothing_left(scheme, killer):
     # No per-rank wrapper here: the rank itself must be what dies, as hydra then sees it.
     done = run_cli("exec", killer, "--backend", "mpi", "--chunksize", "1", "--set", "n=40",
                    "--set", f"backend.scheme={scheme}", launcher=[MPIEXEC, "-n", "3"], timeout=60)
     assert done.returncode != 0
     assert "BAD TERMINATION" in done.stdout and "Killed (signal 9)" in done.stdout  # hydra's report
-    # run_cli has checked that no mpiexec, hydra_pmi_proxy or python rank of this run is left
+    # run_cli has checked that no mpiexec, hydra_pmi_proxy or python rank of this run is left, and
+    # conftest that no segment of its ranks is (tests/test_mpi_jobs.py: within a few seconds)
 
 
 def test_without_mpiexec_the_cli_starts_its_own_ranks(serial_pi):

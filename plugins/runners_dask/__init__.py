@@ -32,6 +32,8 @@ from runners import (
     worker_environment,
 )
 
+from ._probe import check_scheduler
+
 ADDRESS = re.compile(r"((tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}")
 LOOPBACK = "127.0.0.1"
 
@@ -108,6 +110,7 @@ class DaskBackend(Backend):
         from distributed import Client
 
         address, timeout = self.options.address, self.options.connect_timeout
+        check_scheduler(address, timeout)
         try:
             with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
                 self._client = Client(address, timeout=timeout, set_as_default=False)
@@ -140,7 +143,9 @@ class DaskBackend(Backend):
                 # What prepare_worker sets in pool workers, set here instead: its parent watch must
                 # not run in dask workers (their nanny ends them with the cluster). Threads share
                 # this process's environment, so they get none of it.
-                **({"env": worker_environment()} if self.options.processes else {}),
+                # Ctrl-C is the driver's to handle: worker processes ignore it (see _ignore_ctrl_c).
+                **({"env": worker_environment(), "preload": [f"{__name__}._ignore_ctrl_c"]}
+                   if self.options.processes else {}),
                 # The scheduler always serves HTTP (health, metrics); keep it on loopback and a free
                 # port, and add the dashboard only when asked.
                 scheduler_kwargs={"dashboard": self.options.dashboard is not None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import socket
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from runners import (
     signal_name,
     stream_futures,
 )
+
+TERMINATE_SECONDS = 3.0  # how long the executor may take to stop after its workers were terminated
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class FuturesBackend(Backend):
     def start(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._seen: dict[int, Any] = {}
+        self._generation = 0  # how many executors were replaced: which one a batch went to
+        self._in_flight: dict[int, tuple[int, Batch]] = {}  # submitted, not yet yielded: (executor, batch)
+        self._lost: dict[int, WorkerLost] = {}  # executor -> why it broke, once explained
         self._new_pool()
 
     def _new_pool(self) -> None:
@@ -57,6 +63,7 @@ class FuturesBackend(Backend):
         if getattr(self._pool, "_broken", False):  # a broken executor refuses all work: replace it
             self._pool.shutdown(wait=True)
             self._new_pool()
+            self._generation += 1
         try:
             payload = pickle.dumps(batch)
         except Exception as exc:  # noqa: BLE001 - reported with the item that fails, by future_outcome
@@ -64,17 +71,25 @@ class FuturesBackend(Backend):
             future.set_exception(exc)
             return future
         future = self._pool.submit(run_pickled_batch, batch.id, payload)
+        self._in_flight[batch.id] = (self._generation, batch)
         self._seen.update(getattr(self._pool, "_processes", None) or {})  # no public worker list
         return future
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         for result in stream_futures(self.submit, batches, 2 * self.workers, self.name):
+            generation, _ = self._in_flight.get(result.batch_id, (None, None))
             if isinstance(result.error, WorkerLost) and result.error.exitcode is None:
-                result.error = self._explain(result.error)
+                # one death, one error for every batch the executor lost with it
+                if generation not in self._lost:
+                    self._lost[generation] = self._explain(generation)
+                result.error = self._lost[generation]
+            self._in_flight.pop(result.batch_id, None)
             yield result
 
-    def _explain(self, lost: WorkerLost) -> WorkerLost:
-        """Name the signal of the worker that died; the executor itself SIGTERMs the others."""
+    def _explain(self, generation: int | None) -> WorkerLost:
+        """Name the signal of the worker that died (the executor itself SIGTERMs the others), and
+        every item the broken executor had in flight: it cannot tell which of them the dead worker
+        held, so neither can this error."""
         # Read exit codes only once the executor's manager thread has reaped its workers: reading
         # them at the same time races it (under forkserver the loser reads 255).
         manager = getattr(self._pool, "_executor_manager_thread", None)
@@ -83,22 +98,44 @@ class FuturesBackend(Backend):
         codes = [p.exitcode for p in self._seen.values() if p.exitcode not in (None, -15)]
         code = codes[0] if codes else None
         reason = f"a worker process ended with {signal_name(code)}; the executor broke and lost its batches"
-        return WorkerLost(reason, self.name, lost.items, socket.gethostname(), code)
+        lost = [b for g, b in self._in_flight.values() if g == generation]
+        items = sorted(i for b in lost for i in range(b.start, b.start + len(b.items)))
+        return WorkerLost(reason, self.name, items, socket.gethostname(), code, exact=False)
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
+        self._clean_exit = exc is None
+        self.shutdown()
 
     def shutdown(self) -> None:
         pool = getattr(self, "_pool", None)
-        if pool is not None:
-            # The executor cannot cancel a running item and would wait for it (Python < 3.14 has no
-            # terminate_workers); after a failure or Ctrl-C that can be minutes, so stop the workers.
-            # After a clean run they are idle and nothing is lost.
-            # Python < 3.12's executor then marks every pending work item failed, and its manager
-            # thread dies with InvalidStateError on one whose future the engine already cancelled:
-            # drop those first (there is no public way to).
-            pending = getattr(pool, "_pending_work_items", None) or {}
-            for work_id, item in list(pending.items()):
-                if item.future.cancelled():
-                    pending.pop(work_id, None)
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
-                process.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if pool is None:
+            return
+        self._pool = None
+        if getattr(self, "_clean_exit", False):
+            # Every worker is idle: the executor's own protocol stops them. Terminating them here
+            # instead killed one that held a queue's lock (an idle worker waits on the call queue
+            # holding its read lock), and the other then waited for it for ever (~1 run in 10).
+            pool.shutdown(wait=True)
+            return
+        # After a failure or Ctrl-C: the executor cannot cancel a running item and would wait for it
+        # (Python < 3.14 has no terminate_workers), which can be minutes, so stop the workers.
+        # Python < 3.12's executor then marks every pending work item failed, and its manager
+        # thread dies with InvalidStateError on one whose future the engine already cancelled:
+        # drop those first (there is no public way to).
+        pending = getattr(pool, "_pending_work_items", None) or {}
+        for work_id, item in list(pending.items()):
+            if item.future.cancelled():
+                pending.pop(work_id, None)
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        # A worker killed holding a queue's lock can leave the executor's manager waiting for ever on
+        # the others: wait for it a while, then kill every worker this back-end ever saw.
+        stopping = threading.Thread(target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
+                                    name="runners-executor-stop", daemon=True)
+        stopping.start()
+        stopping.join(TERMINATE_SECONDS)
+        if stopping.is_alive():
+            for process in self._seen.values():
+                if process.exitcode is None:
+                    process.kill()
+                    process.join()

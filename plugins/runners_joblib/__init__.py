@@ -112,9 +112,12 @@ class JoblibBackend(Backend):
 
         # dask's scratch space goes to this run's folder too (its default is left in TMPDIR)
         with dask.config.set({"temporary-directory": self._temp}):
+            # The scheduler serves HTTP (health, metrics) even without a dashboard: on loopback too.
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, host="127.0.0.1",
-                                         dashboard_address=None, silence_logs=logging.ERROR,
-                                         local_directory=self._temp, env=worker_environment())
+                                         silence_logs=logging.ERROR, local_directory=self._temp,
+                                         env=worker_environment(),
+                                         scheduler_kwargs={"dashboard": False,
+                                                           "dashboard_address": "127.0.0.1:0"})
         self._client = Client(self._cluster, set_as_default=False)
         self._config["client"] = self._client
 
@@ -181,7 +184,7 @@ class JoblibBackend(Backend):
             with lock:
                 lost = sorted(held.values(), key=lambda b: b.start)
             for batch in lost:
-                yield self._failure(failure, batch)
+                yield self._failure(failure, batch, lost)
 
     def _windows(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         """joblib's multiprocessing and ray back-ends cannot stream: run 2 batches per worker at a time."""
@@ -190,7 +193,7 @@ class JoblibBackend(Backend):
                 try:
                     results = parallel(self._call(batch) for batch in window)
                 except Exception as exc:  # noqa: BLE001 - as in _stream; joblib readies a new pool
-                    results = [self._failure(exc, batch) for batch in window]
+                    results = [self._failure(exc, batch, window) for batch in window]
                 yield from results
 
     def _call(self, batch: Batch) -> Any:
@@ -212,11 +215,12 @@ class JoblibBackend(Backend):
             return delayed(run_batch)(batch, pack=True)
         return delayed(run_payload)(batch.id, payload, arrays)
 
-    def _failure(self, exc: Exception, batch: Batch) -> BatchResult:
-        """A pool failure as the outcome of a batch that was out when it happened."""
+    def _failure(self, exc: Exception, batch: Batch, out: list[Batch]) -> BatchResult:
+        """A pool failure as the outcome of `batch`, one of the batches `out` when it happened: joblib
+        fails them all and cannot tell which of them the dead worker held."""
         if isinstance(exc, BrokenExecutor) or type(exc).__name__ in ("KilledWorker", "RayActorError"):
-            items = list(range(batch.start, batch.start + len(batch.items)))
-            return BatchResult(batch.id, [], WorkerLost(str(exc).strip(), self.name, items))
+            items = sorted(i for b in out for i in range(b.start, b.start + len(b.items)))
+            return BatchResult(batch.id, [], WorkerLost(str(exc).strip(), self.name, items, exact=False))
         failure = ItemFailure(batch.start, batch.items[0] if batch.items else None,
                               portable_exception(exc), "".join(traceback.format_exception(exc)))
         return BatchResult(batch.id, [], failure)

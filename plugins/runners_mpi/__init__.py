@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from runners import Backend, Batch, BatchResult, ConfigError, param
 
+from ._node import keep_on_loopback, stop_items_on_signals, sweep_when_gone
 from ._relay import Relay
 from ._schemes import Parcel, limit_worker, outcome, parcels
 from ._shm import remove_segments, stale_segments
@@ -98,8 +99,8 @@ class MpiBackend(Backend):
             if launcher_rank() > 0:
                 sys.exit(2)  # every rank finds it; only rank 0 says so
             raise ConfigError(f"backend.hostfile: no such file {self.options.hostfile!r}")
-        if launcher_rank() == 0:
-            remove_segments(stale_segments())  # what earlier killed jobs left in /dev/shm
+        if launcher_rank() == 0:  # a backstop: jobs whose sweeper was itself killed (see _node)
+            remove_segments(stale_segments())
         # master-worker gives a rank to dispatching: one more rank for the same number computing
         ranks = self.workers + (1 if self.options.scheme == "master-worker" else 0)
         if under_mpiexec():
@@ -113,6 +114,7 @@ class MpiBackend(Backend):
                               + shlex.join(mpiexec_command(ranks, _this_command())))
 
     def _start_ranks(self) -> None:
+        keep_on_loopback()  # before MPI starts, which is at the import
         from mpi4py import MPI
 
         from ._schemes import SCHEMES
@@ -120,15 +122,15 @@ class MpiBackend(Backend):
         # Wait until every rank has started and imported the task, here, in start-up: else rank 0's
         # first round waits for them, and that counted as compute.
         MPI.COMM_WORLD.Barrier()
+        sweep_when_gone(MPI.COMM_WORLD)
         if MPI.COMM_WORLD.Get_rank() == 0:
             self._scheme = SCHEMES[self.options.scheme](MPI.COMM_WORLD)
             self.workers = self._scheme.workers  # the ranks decide, not --workers
             return
         limit_worker()  # this rank only runs items: no nested pools, one BLAS thread
+        stop_items_on_signals()  # rank 0 reports Ctrl-C and SIGTERM, and ends the job
         try:
             code = SCHEMES[self.options.scheme](MPI.COMM_WORLD).serve()
-        except KeyboardInterrupt:  # mpiexec forwards Ctrl-C to every rank; rank 0 reports it
-            code = 130
         except BaseException:  # a worker that cannot go on must not leave the others waiting
             import traceback
 

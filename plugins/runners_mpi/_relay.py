@@ -10,25 +10,32 @@ one. The job then waits for "again" (another pass: retries, or a batch reusing i
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+from typing import IO
 
 from runners import Batch, BatchResult, RunnersError, WorkerLost, scratch_folder, signal_name
 
 from ._schemes import WORKER_ENVIRONMENT, outcome, parcels
-from ._shm import remove_segments, stale_segments
 
 ADDRESS = "RUNNERS_MPI_ADDRESS"
 AUTHKEY = "RUNNERS_MPI_AUTHKEY"
 CONNECT_SECONDS = 60.0  # mpiexec start-up plus importing runners and mpi4py on every rank
 DRAIN_SECONDS = 2.0  # after an error: how long the job may finish its batches in flight quietly
 HYDRA_SIGNALS = (6, 9, 11, 15)  # SIGABRT, SIGKILL, SIGSEGV, SIGTERM
+# hydra's report of a rank that died, on its stdout: the WorkerLost (or, after a retry that worked,
+# "1 worker lost, its batch retried") says it in one line
+HYDRA_BANNER = re.compile(rb"(=+|=   .*|YOUR APPLICATION TERMINATED WITH THE EXIT STRING: .*|"
+                          rb"This typically refers to a problem with your application\.|"
+                          rb"Please see the FAQ page for debugging suggestions)\r?\n?")
 
 
 class Relay:
@@ -40,7 +47,6 @@ class Relay:
         self.finished = False  # the current pass is over (the job waits for "again" or "close")
         self.ended = False  # this pass's batches are all sent (None went last)
         self.lost = False
-        self.shm_before = stale_segments(min_age=None)
         authkey = os.urandom(32)
         server = socket.create_server(("127.0.0.1", 0))
         # mpiexec leaves files in TMPDIR when it is stopped (hydra's hwloc topology): give the job a
@@ -52,9 +58,12 @@ class Relay:
                # ranks import what the driver imported, task files included (their folder is on sys.path)
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TMPDIR": self.tmp}
         # Own session: Ctrl-C reaches the driver only, which then stops the job itself. The job's
-        # stdout goes to our stderr so that `--json` output stays clean.
-        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=2,
+        # stdout goes to our stderr so that `--json` output stays clean, less hydra's banner.
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         start_new_session=True)
+        self._output = threading.Thread(target=forward_without_banner, args=(self.process.stdout, 2),
+                                        name="runners-mpi-output", daemon=True)
+        self._output.start()
         try:
             self.conn = self._accept(server, authkey)
         except BaseException:
@@ -120,8 +129,7 @@ class Relay:
         if not held:  # died between batches: the next one is the casualty
             batch = next(batches, None)
             held = {batch.id: batch} if batch is not None else {}
-        code = self._wait(10)
-        remove_segments(stale_segments(min_age=0) - self.shm_before)  # MPICH's, left by the dead job
+        code = self._wait(10)  # the job's segments go with its last rank (see _node)
         exitcode = code
         if code == 0:  # every rank exited 0, yet the job ended mid-pass: a rank left early, os._exit(0)
             state = "a rank exited early with EXIT(0); mpiexec exited with code 0"
@@ -137,7 +145,8 @@ class Relay:
         # Which rank held which batch is not known here: each error names every batch in flight.
         items = sorted(i for b in held.values() for i in range(b.start, b.start + len(b.items)))
         for batch in held.values():
-            lost = WorkerLost(f"an MPI rank ended abnormally ({state})", "mpi", items, exitcode=exitcode)
+            lost = WorkerLost(f"an MPI rank ended abnormally ({state})", "mpi", items, exitcode=exitcode,
+                              exact=False)
             yield BatchResult(batch.id, [], lost)
 
     def close(self) -> None:
@@ -156,8 +165,15 @@ class Relay:
         self.conn.close()
         if not self.finished or self._wait(30) is None:
             self._stop()
-            remove_segments(stale_segments(min_age=0) - self.shm_before)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _wait(self, seconds: float) -> int | None:
+        try:
+            code = self.process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return None
+        self._output.join(1.0)  # what the job printed last, before anyone reads its exit
+        return code
 
     def _stop(self) -> None:
         if self.process.poll() is None:
@@ -166,8 +182,20 @@ class Relay:
                 self.process.kill()
         self.process.wait()
 
-    def _wait(self, seconds: float) -> int | None:
-        try:
-            return self.process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            return None
+
+
+def forward_without_banner(stream: IO[bytes], fd: int) -> None:
+    """Copy the job's output to `fd` line by line, less hydra's banner about a rank that died (and
+    the blank line before it)."""
+    blank = b""
+    for line in stream:
+        if HYDRA_BANNER.fullmatch(line):
+            blank = b""
+            continue
+        if not line.strip():
+            blank += line
+            continue
+        os.write(fd, blank + line)
+        blank = b""
+    os.write(fd, blank)
+    stream.close()

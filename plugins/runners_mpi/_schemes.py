@@ -21,11 +21,14 @@ from runners import (
     Batch,
     BatchResult,
     ItemFailure,
+    WorkerLost,
     future_outcome,
     run_pickled_batch,
     stream_futures,
     worker_environment,
 )
+
+from ._node import ItemStopped, stop_requested
 
 STOP = "stop"
 RESULT_TAG = 17  # a worker rank's result of an spmd round, sent to the root point to point
@@ -67,6 +70,8 @@ def outcome(batch: Batch, result: BatchResult | None = None,
 
 def run_parcel(parcel: Parcel) -> BatchResult:
     """Worker side: run the batch; a result that cannot be pickled back becomes its error instead."""
+    if (signum := stop_requested()) is not None:  # told to stop: rank 0 is ending the job
+        return BatchResult(parcel.id, [], WorkerLost(str(ItemStopped(signum)), "mpi"))
     result = run_pickled_batch(parcel.id, parcel.payload)
     try:
         pickle.dumps(result)
@@ -182,7 +187,11 @@ class Spmd:
             if isinstance(message, tuple) and message[0] == STOP:
                 return message[1]
             if message is not None:
-                self.comm.send(run_parcel(message), dest=0, tag=RESULT_TAG)
+                try:
+                    result = run_parcel(message)
+                except ItemStopped as stopped:  # raised outside the item itself, as it ended
+                    result = BatchResult(message.id, [], WorkerLost(str(stopped), "mpi"))
+                self.comm.send(result, dest=0, tag=RESULT_TAG)
 
 
 SCHEMES = {"master-worker": MasterWorker, "spmd": Spmd}

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -19,13 +20,22 @@ from runners import (
     ItemFailure,
     RunnersError,
     WorkerLost,
+    keep_signal_handlers,
     param,
     portable_exception,
     run_batch,
     scratch_folder,
 )
 
-from ._setup import probe, raylet_messages_to_stderr, use_token_auth, user_modules, user_paths
+from ._setup import (
+    is_loopback,
+    loopback_only,
+    probe,
+    raylet_messages_to_stderr,
+    use_token_auth,
+    user_modules,
+    user_paths,
+)
 
 OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 MIN_RAY = (2, 52)  # token authentication and the 2025 security fixes
@@ -138,33 +148,28 @@ class RayBackend(Backend):
         ray.get([ready.remote() for _ in range(cpus)])
 
     def _start_private(self, ray: ModuleType, quiet: dict[str, Any]) -> None:
-        from ray._private import ray_constants
-
-        # Ray swaps 127.0.0.1 for the machine's LAN address and then listens on every interface,
-        # unless it believes multi-node clusters are off: then every process binds to loopback.
         saved_env = {k: os.environ.get(k) for k in ("PYTHONPATH",)}
-        saved_flag = ray_constants.ENABLE_RAY_CLUSTER
         use_token_auth()
         # The raylet passes its environment to the workers it forks: the driver's own folders (the
         # task file's folder, the project) reach them this way, without a slow runtime_env.
         os.environ["PYTHONPATH"] = os.pathsep.join(user_paths())
-        ray_constants.ENABLE_RAY_CLUSTER = False
         # Ray keeps every session's logs and sockets under /tmp/ray for good; a run's own folder is
         # removed at shut-down unless the user asked for a place to keep them (to read the logs).
         self._temp = None if self.options.temp_dir else scratch_folder(  # short: sockets fit 107 bytes
             "ray", os.environ.get("RAY_TMPDIR"))
         try:
             self._connected = True
-            ray.init(address="local", num_cpus=self.workers, num_gpus=0, include_dashboard=False,
-                     _node_ip_address=self.options.bind, _temp_dir=self.options.temp_dir or self._temp,
-                     object_store_memory=self.options.object_store_mb * 2**20,
-                     runtime_env=self.options.runtime_env,
-                     _system_config={"max_direct_call_object_size": PRIVATE_INLINE_BYTES}, **quiet)
+            # every process of the instance binds to 127.0.0.1; Ctrl-C and SIGTERM stay runners'
+            with loopback_only(), keep_signal_handlers():
+                ray.init(address="local", num_cpus=self.workers, num_gpus=0, include_dashboard=False,
+                         _node_ip_address=self.options.bind, _temp_dir=self.options.temp_dir or self._temp,
+                         object_store_memory=self.options.object_store_mb * 2**20,
+                         runtime_env=self.options.runtime_env,
+                         _system_config={"max_direct_call_object_size": PRIVATE_INLINE_BYTES}, **quiet)
             self.max_batch_bytes = PRIVATE_BATCH_BYTES
         except Exception as exc:  # noqa: BLE001 - a failed start is one error to the user, whatever Ray raised
             raise RunnersError(f"ray: could not start a local Ray instance: {exc}") from exc
         finally:
-            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
             for key, value in saved_env.items():
                 if value is None:
                     os.environ.pop(key, None)
@@ -181,7 +186,9 @@ class RayBackend(Backend):
         if modules:
             env["py_modules"] = [*env.get("py_modules", []), *modules]
         try:
-            ray.init(address=address, runtime_env=env or None, **quiet)
+            # a loopback address is dialled as given, not swapped for the machine's LAN address
+            with loopback_only() if is_loopback(address) else nullcontext(), keep_signal_handlers():
+                ray.init(address=address, runtime_env=env or None, **quiet)
         except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
             raise RunnersError(f"ray: cannot join the Ray cluster at {address!r}: {exc}") from exc
         self._connected = True  # our connection to close; the cluster itself stays up

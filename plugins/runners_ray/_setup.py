@@ -4,20 +4,27 @@ Ray's stdout, the user's code for other machines, and probing an address before 
 from __future__ import annotations
 
 import importlib.metadata
+import ipaddress
 import os
 import secrets
 import socket
 import sys
 import sysconfig
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from runners import RunnersError
+from runners import RunnersError, split_address, what_answers
+
+# What a raylet publishes when a worker dies mid-task: runners reports that itself (WorkerLost, or
+# "1 worker lost, its batch retried" after a retry), in one line instead of Ray's ten.
+WORKER_DIED = "A worker died or was killed while executing a task"
 
 
 def raylet_messages_to_stderr() -> None:
     """Ray prints the errors its raylets publish ("a worker died...") on the driver's stdout, whatever
     log_to_driver says, which corrupts `runners exec --json`; they are diagnostics, so send them to
-    stderr. The lost worker itself is still reported as WorkerLost."""
+    stderr, less the worker deaths that runners reports itself."""
     from ray._private import worker
 
     original = worker.print_to_stdstream
@@ -25,7 +32,9 @@ def raylet_messages_to_stderr() -> None:
         return
 
     def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
-        original({**data, "is_err": True}, ignore_prefix)
+        lines = [line for line in data.get("lines", []) if WORKER_DIED not in line]
+        if lines or not data.get("lines"):
+            original({**data, "lines": lines, "is_err": True}, ignore_prefix)
 
     to_stderr.runners_stderr = True  # type: ignore[attr-defined]
     worker.print_to_stdstream = to_stderr
@@ -47,18 +56,70 @@ def use_token_auth() -> None:
 
 
 def probe(address: str, timeout: float) -> None:
-    """Fail within `timeout` seconds, naming `address`, when nothing listens there."""
+    """Fail within about `timeout` seconds, naming `address`, unless a Ray cluster's GCS answers there.
+
+    Ray itself retries an address that does not answer, or answers as something else (a web server,
+    a dashboard), for minutes; a TCP connect and one gRPC call to the GCS fail fast.
+    """
     target = address.split("://", 1)[-1]
     if target == "auto" or ":" not in target:
         return  # Ray finds the address itself and fails fast when there is none
-    host, _, port = target.rpartition(":")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        host, port = split_address(address)
+        socket.create_connection((host, port), timeout=timeout).close()
     except (OSError, ValueError) as exc:
         raise RunnersError(
             f"ray: no Ray cluster answers at {address!r} within {timeout:g} s ({exc}); start one with "
             "`ray start --head` there, or fix backend.address"
         ) from exc
+    if address.startswith("ray://") or _is_gcs(host, port, timeout):
+        return  # a Ray Client server (ray://) speaks another protocol: Ray checks it itself
+    raise RunnersError(
+        f"ray: backend.address {address!r} is answered by {what_answers(host, port, min(timeout, 2.0))}, "
+        "not a Ray cluster; expected the GCS address of a Ray head node (`ray start --head` prints it; "
+        "port 6379 by default)"
+    )
+
+
+GCS_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # checked against Ray 2.52-2.60
+
+
+def _is_gcs(host: str, port: int, timeout: float) -> bool:
+    """Whether a Ray GCS answers one gRPC call at (host, port): it replies, or refuses a driver
+    without the cluster's token; another gRPC server does not know the method, anything else fails
+    the call."""
+    import grpc
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(GCS_METHOD)  # bytes in, bytes out: an empty request message
+        try:
+            call(b"", timeout=timeout)
+        except grpc.RpcError as exc:
+            return exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+    return True
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """Ray on loopback: Ray swaps 127.0.0.1 for the machine's LAN address (to dial, and to listen on
+    every interface) unless it believes multi-node clusters are off; for the block, they are."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        host, _ = split_address(address)
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 def _installed_roots() -> set[str]:

@@ -39,10 +39,12 @@ from ._errors import (
     WorkerLost,
     signal_name,
 )
+from ._peer import split_address, what_answers
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report
 from ._scratch import scratch_folder, sweep_scratch
 from ._shared import SharedArray
+from ._signals import keep_signal_handlers
 from ._task import Task, Verdict, item_seed, param
 
 __all__ = [
@@ -79,6 +81,7 @@ __all__ = [
     "future_outcome",
     "item_seed",
     "job_from_sources",
+    "keep_signal_handlers",
     "load_backend",
     "load_batch",
     "load_task",
@@ -97,9 +100,11 @@ __all__ = [
     "run_pickled_batch",
     "scratch_folder",
     "signal_name",
+    "split_address",
     "stream_futures",
     "sweep_scratch",
     "task_names",
     "usable_cpus",
+    "what_answers",
     "worker_environment",
 ]

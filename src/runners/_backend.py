@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import pickle
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -135,7 +136,32 @@ def run_batch(batch: Batch, pack: bool = False) -> BatchResult:
             break
     seconds = time.perf_counter() - began
     host = socket.gethostname()
-    return BatchResult(batch.id, packed(values) if pack else values, error, host, os.getpid(), seconds, host)
+    if pack:
+        values, error = _to_send_back(batch, values, error)
+    return BatchResult(batch.id, values, error, host, os.getpid(), seconds, host)
+
+
+def _to_send_back(batch: Batch, values: list[Any],
+                  error: ItemFailure | None) -> tuple[list[Any] | PackedValues, ItemFailure | None]:
+    """`values` packed for the driver. The one rule for results on every back-end whose items run in
+    other processes: a result must pickle with the standard pickle module. The first that does not
+    is its item's failure, here, whatever the transport: pools that pickle refused such a result
+    while those that use cloudpickle sent a lambda by value, or an open file as an empty StringIO."""
+    sendable = packed(values)
+    if isinstance(sendable, PackedValues) or not values:
+        return sendable, error
+    for offset, value in enumerate(values):
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure: this value cannot go back
+            refusal = RuntimeError(
+                f"its result ({type(value).__name__}) cannot be pickled to send it back to the driver "
+                f"({type(exc).__name__}: {exc}); return plain data: numbers, strings, containers, "
+                "instances of classes defined at the top level of a module")
+            failure = ItemFailure(batch.start + offset, batch.items[offset], refusal,
+                                  "".join(traceback.format_exception(exc)))
+            return packed(values[:offset]), failure
+    return sendable, error  # pickled one by one, but not all at once (recursion depth): the transport's
 
 
 def run_pickled_batch(batch_id: int, payload: bytes) -> BatchResult:
@@ -320,17 +346,37 @@ def prepare_worker(poll_seconds: float = 0.5) -> None:
     # and a driver that died before this ran has already left us reparented.
     known = multiprocessing.parent_process()
     driver = known.pid if known is not None else os.getppid()
+    # A worker that finishes an item just after the driver died fails to send the result, and its
+    # pool prints that BrokenPipeError's traceback on the stderr the user still reads: say nothing.
+    sys.stderr = QuietOnceOrphaned(sys.stderr, driver)
 
     def watch() -> None:
-        import psutil
-
         while True:
             time.sleep(poll_seconds)
-            try:
-                gone = psutil.Process(driver).status() == psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                gone = True
-            if gone:
+            if _gone(driver):
                 os._exit(1)
 
     threading.Thread(target=watch, name="runners-exit-with-parent", daemon=True).start()
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class QuietOnceOrphaned:
+    """A worker's stderr that writes nothing once the worker's driver is gone."""
+
+    def __init__(self, stream: Any, driver: int) -> None:
+        self._stream = stream
+        self._driver = driver
+
+    def write(self, text: str) -> int:
+        return len(text) if _gone(self._driver) else self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -150,6 +150,8 @@ class RunRecord:
     placement: dict[str, dict[int, int]]  # node -> pid -> items it ran
     attempts: dict[int, int] = field(default_factory=dict)  # attempts -> items that took that many
     extra: dict[str, Any] = field(default_factory=dict)  # what back-ends reported in BatchResult.extra
+    retried: dict[str, int] = field(default_factory=dict)  # error type -> batches retried after it
+    lost_workers: int = 0  # workers whose death cost batches that were then retried
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +170,8 @@ class RunRecord:
             "nodes": {node: sum(pids.values()) for node, pids in self.placement.items()},
             "processes": sum(len(pids) for pids in self.placement.values()),
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
+            "retried": self.retried,
+            "lost_workers": self.lost_workers,
             "extra": self.extra,
         }
 
@@ -293,7 +297,8 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
         check=_step(task, "check", task.verify, result, params), timings=Timings(compute=compute),
         items=batcher.issued, batches=batcher.count,
         placement={node: dict(pids) for node, pids in tally.placement.items()},
-        attempts=dict(tally.attempts), extra=tally.extra,
+        attempts=dict(tally.attempts), extra=tally.extra, retried=dict(tally.retried),
+        lost_workers=len(tally.lost),
     )
 
 
@@ -333,6 +338,10 @@ class Tally:
     placement: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     attempts: Counter[int] = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)  # the latest value of each key wins
+    retried: Counter[str] = field(default_factory=Counter)  # error type -> batches retried after it
+    # One entry per dead worker, as its errors describe it (a back-end names the worker: its pid,
+    # address, id): all the batches that one death took, however many, count once.
+    lost: set[tuple[Any, ...]] = field(default_factory=set)
 
     def add(self, result: BatchResult, attempt: int) -> None:
         self.extra.update(result.extra)
@@ -368,6 +377,10 @@ def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Ta
                     error = as_exception(result.error, result, attempt)
                     if policy.should_retry(error, attempt):
                         retry.append(batch)
+                        tally.retried[type(error).__name__] += 1
+                        if isinstance(error, WorkerLost):
+                            tally.lost.add((error.reason, error.host, None if error.exact
+                                            else tuple(error.items)))
                         continue
                     if policy.fail_fast:
                         raise error

@@ -102,21 +102,26 @@ class TaskStepError(TaskError):
 
 
 class WorkerLost(RunnersError):
-    """A worker died (signal, exit, lost node) while it held items; `items` are their indices."""
+    """A worker died (signal, exit, lost node) while it held items; `items` are their indices.
+
+    `exact` False: the back-end cannot tell which items the dead worker held (a broken pool fails
+    every batch in flight), and `items` are all those it may have held: "it held one of items ..."."""
 
     def __init__(self, reason: str, backend: str, items: list[int] | None = None,
-                 host: str | None = None, exitcode: int | None = None) -> None:
+                 host: str | None = None, exitcode: int | None = None, exact: bool = True) -> None:
         self.reason = reason
         self.backend = backend
         self.items = list(items or [])
         self.host = host
         self.exitcode = exitcode
-        held = f"; it held items {_span(self.items)}" if self.items else ""
+        self.exact = exact
+        which = "items" if exact or len(self.items) == 1 else "one or more of items"
+        held = f"; it held {which} {_span(self.items)}" if self.items else ""
         where = f" on {host}" if host else ""
         super().__init__(f"a {backend} worker{where} was lost: {reason}{held}")
 
     def __reduce__(self) -> tuple:
-        return (type(self), (self.reason, self.backend, self.items, self.host, self.exitcode))
+        return (type(self), (self.reason, self.backend, self.items, self.host, self.exitcode, self.exact))
 
 
 class ItemTimeout(RunnersError):

@@ -8,12 +8,32 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from ._errors import DriverInterrupt
 
 
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Around a library's start-up that installs signal handlers of its own (Ray's driver: a SIGTERM
+    handler that exits 1, and a C handler that prints a stack dump): the handlers in place before
+    are put back after it, so that Ctrl-C and SIGTERM still unwind the run and exit 130 and 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can be set only from the main thread, and the library cannot set them either
+        return
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:  # None: set from C before Python started; leave it
+                signal.signal(signum, handler)  # the C-level handler too: Python's own again
+
+
 class Terminated(DriverInterrupt):
     """SIGTERM arrived: unwind like Ctrl-C (shutting back-ends down), then exit 143."""
+
+    exit_code = 143
 
 
 class signals_end_the_run:

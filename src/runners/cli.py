@@ -103,6 +103,8 @@ def exec_command(task: str | None, backend: str | None, workers: int | None, chu
         label = job.task if isinstance(job.task, str) else job.task.name
         with ProgressBar(label, ProgressBar.wanted(as_json)) as bar:
             record = run(job, progress=bar.advance, on_start=bar.start)
+    for note in _retry_notes(record):  # what went wrong on the way, on stderr: stdout stays the result's
+        click.echo(note, err=True)
     if as_json:
         click.echo(json.dumps(record.to_dict(), default=repr))
     else:
@@ -169,6 +171,21 @@ def _print_record(record: RunRecord) -> None:
         click.echo(f"auto     chose {auto['choice']}: {auto['reason']}")
     click.echo(f"time     {t.total:.3f} s = start-up {t.startup:.3f} + compute {t.compute:.3f} "
                f"+ shut-down {t.shutdown:.3f}")
+
+
+def _retry_notes(record: RunRecord) -> list[str]:
+    """One line per kind of failure the run got past by retrying, e.g. '1 worker lost, its batch retried'."""
+    notes = []
+    for kind, batches in sorted(record.retried.items()):
+        if kind == "WorkerLost":
+            workers = "1 worker" if record.lost_workers == 1 else f"{record.lost_workers} workers"
+            lost = "its batch" if batches == 1 and record.lost_workers == 1 else f"{batches} batches"
+            notes.append(f"{workers} lost, {lost} retried")
+        elif kind == "ItemTimeout":
+            notes.append(f"{batches} item(s) ran past their timeout, retried")
+        else:
+            notes.append(f"{batches} batch(es) failed with {kind} and were retried")
+    return notes
 
 
 def _placement(record: RunRecord) -> str:

@@ -131,6 +131,12 @@ def return_unpicklable(item: Any) -> Any:
     return lambda: item  # the result cannot be pickled back to the driver
 
 
+def return_open_file(item: Any) -> Any:
+    """A result that is an open file (this module's source): pickle refuses it; cloudpickle sent it
+    as a StringIO of its contents."""
+    return open(__file__)  # noqa: SIM115 - the open file is the point
+
+
 def return_unloadable(item: Any) -> ExplodesOnLoad:
     return ExplodesOnLoad()  # the result pickles in the worker and fails to unpickle in the driver
 

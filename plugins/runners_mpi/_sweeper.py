@@ -1,0 +1,63 @@
+"""`python -I -S _sweeper.py PIDS SEGMENTS`: wait until every given rank (PIDS, comma-separated) has
+ended, then unlink the MPICH segments (/dev/shm/mpich_shm_*) they mapped: SEGMENTS (comma-separated,
+as the starting rank saw them) and any the ranks map later. Standard library only, run as a file: it starts in
+milliseconds and imports nothing of the job it watches.
+
+MPICH unlinks its segments at MPI_Finalize, which a rank that is SIGKILLed, aborted or stopped by
+mpiexec never reaches; this process, started by the job itself on each host (see `_node`), is the one
+party that outlives the job by design, and only by a poll interval.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+POLL_SECONDS = 0.1  # how long a segment may outlive the job's last rank on this host
+MAPS_SECONDS = 2.0  # how often the ranks' maps are read again, for segments made after start-up
+SEGMENT = re.compile(r"/dev/shm/(mpich_shm_\S+)")
+
+
+def started(pid: int) -> str | None:
+    """The process's start time (its identity, as pids are reused); None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in "ZX" else fields[19]
+
+
+def mapped(pid: int | str) -> set[str]:
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            return set(SEGMENT.findall(maps.read()))
+    except OSError:
+        return set()
+
+
+def main(pids: list[int], segments: set[str]) -> None:
+    ranks = {pid: started(pid) for pid in pids}
+    read_at = time.monotonic() + MAPS_SECONDS  # the segments of start-up are given: the ranks may
+    # all be gone before this process has started
+    while ranks := {pid: when for pid, when in ranks.items() if when is not None and started(pid) == when}:
+        if time.monotonic() >= read_at:
+            for pid in ranks:
+                segments |= mapped(pid)
+            read_at = time.monotonic() + MAPS_SECONDS
+        time.sleep(POLL_SECONDS)
+    for name in segments:
+        try:
+            os.unlink(f"/dev/shm/{name}")
+        except OSError:  # MPICH removed it itself (a clean end), or another party did
+            pass
+
+
+if __name__ == "__main__":
+    # Leave the rank that started us at once (it waits for that), and live on as no one's child: a
+    # runner's shut-down watchdog stops its children, and must not stop this.
+    if os.fork() > 0:
+        os._exit(0)
+    main([int(pid) for pid in sys.argv[1].split(",")], set(filter(None, sys.argv[2].split(","))))
