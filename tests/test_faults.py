@@ -461,7 +461,9 @@ def test_result_that_fails_to_pickle_is_an_error_with_the_childs_message(backend
                    timeout=120, env=fault_env)
     # one rule for results on every back-end, cloudpickling ones included (README, Failures)
     assert done.returncode == 1, (done.stdout, done.stderr)
-    assert not done.stdout
+    failure = json.loads(done.stdout)  # --json: the error object alone (issue 13), no result
+    assert failure["error"]["type"] == "TaskError" and "result" not in failure, done.stdout
+    assert failure["error"]["items"] == [0], done.stdout
     assert "item 0 (1) raised RuntimeError: its result (function) cannot be pickled" in done.stderr
     assert done.stderr.count("Traceback") == 1, done.stderr  # the worker's, printed once: no stdlib one
 
