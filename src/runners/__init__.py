@@ -39,6 +39,7 @@ from ._errors import (
     WorkerLost,
     signal_name,
 )
+from ._memory import PeakMemory, tree_mb
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report
 from ._scratch import scratch_folder, sweep_scratch
@@ -60,6 +61,7 @@ __all__ = [
     "Job",
     "NoOptions",
     "NotPicklable",
+    "PeakMemory",
     "PackedValues",
     "Plan",
     "RemoteTraceback",
@@ -100,6 +102,7 @@ __all__ = [
     "stream_futures",
     "sweep_scratch",
     "task_names",
+    "tree_mb",
     "usable_cpus",
     "worker_environment",
 ]
