@@ -247,3 +247,11 @@ def test_a_sharing_mechanism_that_is_not_installed_gets_no_verdict_but_the_reaso
     ray.update(copies=None, added_mb=None, ok=None, note="not installed: ray (pip install 'runners[ray]')")
     judgement, _ = verdict(tmp_path, "ray-distributed-objects", rows)
     assert judgement.verdict is None and "not installed: ray" in judgement.text
+
+
+def test_a_headroom_reading_above_two_is_taken_as_two_for_two_workers(tmp_path):
+    # the lone spin slowed by a neighbour reads 2.4; two workers can gain 2x at most
+    records = paired("cpu", {("serial", 1): [1.0] * 3, ("multiprocessing", 2): [1 / 1.7] * 3},
+                     params={"n": 100}, headroom=2.4)
+    judgement, _ = verdict(tmp_path, "multiprocessing-not-held-back", records)
+    assert judgement.verdict == HOLDS and judgement.value == pytest.approx(0.85)  # not 1.7 / 2.4 = 0.71

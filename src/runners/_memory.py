@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Collection
 
 import psutil
 
@@ -42,18 +43,20 @@ def process_mb(pid: int) -> float:
         return 0.0
 
 
-def tree_pids(root: int | None = None) -> list[int]:
-    """`root` (default: this process) and all its descendants, wherever they are in the tree."""
+def tree_pids(root: int | None = None, exclude: Collection[int] = ()) -> list[int]:
+    """`root` (default: this process) and all its descendants, wherever they are in the tree, but those
+    in `exclude` (helpers that were there before, whose own growth is not what is measured)."""
     try:
         top = psutil.Process(root)
-        return [top.pid] + [child.pid for child in top.children(recursive=True)]
+        pids = [top.pid] + [child.pid for child in top.children(recursive=True)]
     except psutil.Error:
         return []
+    return [pid for pid in pids if pid not in exclude]
 
 
-def tree_mb(root: int | None = None) -> float:
+def tree_mb(root: int | None = None, exclude: Collection[int] = ()) -> float:
     """The memory of `root` and its descendants in MiB, each page counted once (see the module)."""
-    return sum(process_mb(pid) for pid in tree_pids(root))
+    return sum(process_mb(pid) for pid in tree_pids(root, exclude))
 
 
 class PeakMemory:
@@ -61,8 +64,8 @@ class PeakMemory:
 
     `with PeakMemory() as peak: ...` then `peak.mb`; `peak.samples` says how many readings it took."""
 
-    def __init__(self, root: int | None = None) -> None:
-        self.root = root
+    def __init__(self, root: int | None = None, exclude: Collection[int] = ()) -> None:
+        self.root, self.exclude = root, frozenset(exclude)
         self.mb = 0.0
         self.samples = 0
         self._stop = threading.Event()
@@ -83,7 +86,7 @@ class PeakMemory:
     def take(self) -> float:
         """One sample now (from any thread); returns the seconds it took."""
         began = time.perf_counter()
-        mb = tree_mb(self.root)
+        mb = tree_mb(self.root, self.exclude)
         with self._lock:
             self.mb = max(self.mb, mb)
             self.samples += 1

@@ -184,16 +184,22 @@ def at_least(key: str, least: int) -> Callable[[dict[str, Any]], bool]:
 SEPARABLE = 1.5  # the least headroom at which work in parallel (~headroom) and work the GIL holds (~1) differ
 
 
+def headroom(runs: list[dict[str, Any]], most: float = 2.0) -> float | None:
+    """The median 2-process headroom beside these runs, at most `most`: two workers gain at most 2x, and a
+    reading above it is the lone spin slowed by a neighbour, not room the machine had."""
+    rooms = [run["headroom"] for run in runs if run.get("headroom")]
+    return min(most, statistics.median(rooms)) if rooms else None
+
+
 def near_headroom(backend: str, workers: int) -> Callable[[Evidence], Measured]:
     """The speed-up against what the machine could give two processes at that time: the 2-process
-    headroom measured beside the row's runs (their median). Parallel work approaches 1, work the GIL
+    headroom measured beside the row's runs (see `headroom`). Parallel work approaches 1, work the GIL
     serialises 1 / headroom. Below SEPARABLE headroom the two cannot be told apart: not measured."""
     def measure(ev: Evidence) -> Measured:
         row = _row(ev, backend, workers)
-        rooms = [run["headroom"] for run in row.runs if run.get("headroom")]
-        if row.speedup is None or not rooms:
+        room = headroom(row.runs)
+        if row.speedup is None or room is None:
             raise NotMeasured(f"{row.name} has no paired speed-up and headroom")
-        room = statistics.median(rooms)
         if room < SEPARABLE:
             raise NotMeasured(f"the 2-process headroom beside {row.name} was {room:.2f}: below "
                               f"{SEPARABLE:g}, parallel work and work the GIL holds back run alike")
@@ -271,10 +277,10 @@ def free_threaded(ev: Evidence) -> Measured:
     free = [r for r in found if r.get("gil") is False]
     if not free:
         raise NotMeasured(f"{found[0]['interpreter']} runs with its GIL enabled")
-    rooms = [run["headroom"] for row in ev.rows for run in row.runs if run.get("headroom")]
-    if not rooms:
+    room = headroom([run for row in ev.rows for run in row.runs])
+    if room is None:
         raise NotMeasured("no headroom measured beside the run")
-    room, best = statistics.median(rooms), free[0]
+    best = free[0]
     if room < SEPARABLE:
         raise NotMeasured(f"the 2-process headroom beside the run was {room:.2f}: below {SEPARABLE:g}, "
                           "parallel work and work the GIL holds back run alike")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._claims import BY_ID, NOT_JUDGED, Judgement
 from ._evidence import Row
-from ._predicates import SEPARABLE, in_flight
+from ._predicates import SEPARABLE, headroom, in_flight
 
 if TYPE_CHECKING:
     from ._report import Experiment
@@ -70,6 +70,7 @@ HEADERS = ["approach", "suited for (document)", "verdict", "GIL (document)", "ve
            "start-up s, 2 workers", "noisy"]
 NO_CLAIM = "-"  # the document's words make no claim measurable on one machine
 PARALLEL = BY_ID["multiprocessing-not-held-back"].threshold  # of the headroom: "ran in parallel"
+HELD_BACK = BY_ID["threads-held-back-cpu"].threshold  # a speed-up at most this: "gained nothing"
 NOT_RUN = "not run"
 
 
@@ -120,8 +121,7 @@ def _row(exp: Experiment | None, backend: str) -> Row | None:
 
 
 def _room(row: Row) -> float | None:
-    rooms = [run["headroom"] for run in row.runs if run.get("headroom")]
-    return statistics.median(rooms) if rooms else None
+    return headroom(row.runs, float(row.workers))
 
 
 class _Cells:
@@ -223,17 +223,22 @@ def _cpu_advice(cpu: Experiment | None) -> str:
         return (f"CPU-bound pure Python: not told apart here: the machine was busy (2-process headroom "
                 f"{statistics.median(rooms):.2f}), so parallel workers had little more to use than one.")
     parallel = [(a, r) for a, r in rows if r.speedup >= PARALLEL * (_room(r) or 2.0)]
-    held = [(a, r) for a, r in rows if (a, r) not in parallel]
-    text = "CPU-bound pure Python: "
+    held = [(a, r) for a, r in rows if r.speedup <= HELD_BACK]
+    partly = [(a, r) for a, r in rows if (a, r) not in parallel + held]
+    speed = lambda r: f"{r.speedup:.2f}x"  # noqa: E731 - a formatter, named for the calls below
+    said = []
     if parallel:
-        quickest = min(parallel, key=lambda p: p[1].startup)
-        text += (_list(parallel, lambda r: f"{r.speedup:.2f}x") + " ran in parallel (near the machine's "
-                 f"headroom); of these {quickest[0].name} had its workers ready soonest "
-                 f"({quickest[1].startup:.2g} s)")
+        said.append(f"{_list(parallel, speed)} ran in parallel (near the machine's headroom)")
+    if partly:
+        said.append(f"{_list(partly, speed)} gained, short of the headroom")
     if held:
-        text += ("; " if parallel else "") + _list(held, lambda r: f"{r.speedup:.2f}x") + \
-            " stayed far below the headroom"
-    return text + "."
+        said.append(f"{_list(held, speed)} gained nothing (the GIL holds them to one core)")
+    gained = parallel + partly
+    if gained:
+        quickest = min(gained, key=lambda p: p[1].startup)
+        said.append(f"of those that gained, {quickest[0].name} had its workers ready soonest "
+                    f"({quickest[1].startup:.2g} s)")
+    return "CPU-bound pure Python: " + "; ".join(said) + "."
 
 
 def _io_advice(io: Experiment | None) -> str:
