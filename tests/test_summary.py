@@ -321,3 +321,15 @@ def test_the_free_threaded_search_runs_what_it_finds_and_says_when_it_finds_none
     assert row["found"] and row["interpreter"] == str(found / "python3.13t") and row["right"] is True
     assert row["gil"] is True and row["version"] == sys.version.split()[0] and row["speedup"] > 0
     assert record_.check.ok is True
+
+
+def test_the_section_has_a_picture_of_its_three_measured_columns(tmp_path):
+    import matplotlib.image
+
+    report = report_of(tmp_path, summary_records(), META, plots=True)
+    assert report.summaries["summary"].plots == ["plots/summary-summary.png"]
+    image = matplotlib.image.imread(tmp_path / "plots" / "summary-summary.png")
+    assert image.shape[0] > 200 and image.shape[1] > 800
+    assert "![plots/summary-summary.png](plots/summary-summary.png)" in (tmp_path / "report.md").read_text()
+    assert '<img alt="plots/summary-summary.png" src="data:image/png;base64,' in \
+        (tmp_path / "report.html").read_text()

@@ -42,7 +42,8 @@ def html(report: Report, out: Path) -> str:
             parts += [f'<section id="{_e(exp.section)}"><h2>{_e(summary.title)}</h2>',
                       _table(summary.headers, summary.rows, "summary", verdict_column=(2, 4, 6)),
                       f"<p><strong>{_e(ADVICE)}:</strong> {_e(summary.advice)}</p>"]
-            parts += ["<ul>"] + [f"<li>{_e(line)}</li>" for line in summary.lines] + ["</ul></section>"]
+            parts += ["<ul>"] + [f"<li>{_e(line)}</li>" for line in summary.lines] + ["</ul>"]
+            parts += [_image(out, plot) for plot in summary.plots] + ["</section>"]
         heading = "h3" if exp.section else "h2"
         parts += [f'<section id="{_e(exp.name)}"><{heading}>{_e(exp.title)}</{heading}>',
                   f'<p class="ran">{_e(exp.ran)}.</p>']
@@ -56,14 +57,17 @@ def html(report: Report, out: Path) -> str:
                                 verdict_column=(3,)))
         if exp.checks or exp.notes:
             parts += ["<ul>"] + [f"<li>{_e(line)}</li>" for line in exp.checks + exp.notes] + ["</ul>"]
-        for plot in exp.plots:
-            data = base64.b64encode((out / plot).read_bytes()).decode()
-            parts.append(f'<img alt="{_e(plot)}" src="data:image/png;base64,{data}">')
+        parts += [_image(out, plot) for plot in exp.plots]
         parts.append("</section>")
     if report.notes:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{_e(n)}</li>" for n in report.notes] + ["</ul>"]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _image(out: Path, plot: str) -> str:
+    data = base64.b64encode((out / plot).read_bytes()).decode()
+    return f'<img alt="{_e(plot)}" src="data:image/png;base64,{data}">'
 
 
 def _table(headers: list[str], rows: list[list[str]], kind: str, verdict_column: tuple[int, ...] = ()) -> str:

@@ -39,7 +39,7 @@ ADVICE = "What to use when, on this machine (from the cells above)"
 def _summary_md(summary: Summary) -> list[str]:
     lines = [f"## {summary.title}", ""] + _md_table(summary.headers, summary.rows) + [""]
     lines += [f"**{ADVICE}:** {summary.advice}", ""] + [f"- {line}" for line in summary.lines]
-    return lines + [""]
+    return lines + [""] + [f"![{p}]({p})" for p in summary.plots] + [""]
 
 
 def markdown(report: Report) -> str:

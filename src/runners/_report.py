@@ -124,7 +124,7 @@ def _summaries(experiments: list[Experiment], described: Mapping[str, Any]) -> d
 
 def _draw(report: Report, out: Path) -> None:
     try:
-        from ._plots import draw  # matplotlib is imported only when plots are asked for
+        from ._plots import draw, draw_summary  # matplotlib is imported only when plots are asked for
     except ImportError:
         report.notes.append("no plots: matplotlib is not installed (pip install 'runners[report]')")
         return
@@ -135,6 +135,8 @@ def _draw(report: Report, out: Path) -> None:
             old.unlink()
         for exp in report.experiments:
             exp.plots = [f"{PLOTS}/{name}" for name in draw(exp, folder)]
+        for section, summary in report.summaries.items():
+            summary.plots = [f"{PLOTS}/{name}" for name in draw_summary(section, summary, folder)]
     except OSError as exc:
         raise RunnersError(f"{folder}: cannot write the plots ({exc.strerror or exc})") from None
 

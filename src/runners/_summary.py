@@ -82,6 +82,7 @@ class Summary:
     advice: str  # what to use when, on this machine
     lines: list[str]  # the free-threaded row and what did not run
     measures: list[dict[str, Any]]  # the table as numbers, one per approach and measure (report.csv)
+    plots: list[str] = field(default_factory=list)
 
 
 def build(title: str, parts: Mapping[str, Experiment]) -> Summary:
