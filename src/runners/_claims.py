@@ -32,7 +32,6 @@ from ._predicates import (
     speedup,
     startup_gap,
     times_faster,
-    top_speedup,
     waits_in_flight,
 )
 
@@ -63,7 +62,7 @@ SUMMARY_CLAIMS: tuple[Claim, ...] = (
     Claim("threading-suited-io", "§11 table", "threading: 適用場景 I/O 密集",
           "threading suits I/O-bound work", "threads' speed-up on many concurrent waits", ">=", 10,
           "five times what 2 cores could give any CPU-bound work: only waits that overlap explain it",
-          top_speedup("threads")),
+          speedup("threads")),
     Claim("asyncio-massive-concurrency", "§11 table", "asyncio: 適用場景 I/O 密集(大量併發)",
           "asyncio suits I/O-bound work with massive concurrency", "asyncio's waits in flight on average",
           ">=", 100, "'massive' read as 50 times the 2 cores: 100 waits at once, which no process pool of "

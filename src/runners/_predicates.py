@@ -86,7 +86,8 @@ def _row(ev: Evidence, backend: str, workers: int | None = None, chunksize: str 
     return row
 
 
-def speedup(backend: str, workers: int) -> Callable[[Evidence], Measured]:
+def speedup(backend: str, workers: int | None = None) -> Callable[[Evidence], Measured]:
+    """The paired speed-up of the back-end's row with `workers` (None: its row with the most)."""
     def measure(ev: Evidence) -> Measured:
         row = _row(ev, backend, workers)
         if row.speedup is None:
@@ -205,16 +206,6 @@ def near_headroom(backend: str, workers: int) -> Callable[[Evidence], Measured]:
                               f"{SEPARABLE:g}, parallel work and work the GIL holds back run alike")
         return Measured(row.speedup / room, f"{row.name} speed-up {row.speedup:.2f} / headroom {room:.2f}",
                         tuple(row.noisy))
-    return measure
-
-
-def top_speedup(backend: str) -> Callable[[Evidence], Measured]:
-    """The paired speed-up of the back-end's row with the most workers."""
-    def measure(ev: Evidence) -> Measured:
-        row = _row(ev, backend)
-        if row.speedup is None:
-            raise NotMeasured(f"{row.name} has no baseline to pair with")
-        return Measured(row.speedup, f"{row.name} vs serial, paired speed-up", tuple(row.noisy))
     return measure
 
 
