@@ -148,15 +148,16 @@ def test_report_csv_carries_every_measured_cell_with_the_documents_words_and_ver
     report_of(tmp_path, summary_records(), META)
     lines = [r for r in csv.DictReader(open(tmp_path / "report.csv")) if r["experiment"] == "summary"]
     cells = {(r["configuration"], r["measure"]): r for r in lines}
-    cpu = cells[("threading", "cpu_speedup")]
-    assert float(cpu["value"]) == pytest.approx(0.97, abs=0.005)
-    assert cpu["document_words"] == "受限 (held back)"
-    assert cpu["verdict"] == "holds"
+    assert float(cells[("threading", "cpu_speedup")]["value"]) == pytest.approx(0.97, abs=0.005)
+    gil = cells[("threading", "document_gil")]
+    assert gil["document_words"] == "受限 (held back)" and gil["verdict"] == "holds" and gil["value"] == ""
     assert float(cells[("asyncio", "io_in_flight")]["value"]) == pytest.approx(160)  # 20 s / 0.125 s
     assert float(cells[("ray", "ray_put_copies")]["value"]) == 1.0
     assert float(cells[("mpi4py", "io_memory_mb")]["value"]) == 80.0
-    assert cells[("multiprocessing", "pickle_s")]["verdict"] == "holds"  # needs a special mechanism
+    assert cells[("multiprocessing", "document_sharing")]["verdict"] == "holds"  # needs a special mechanism
+    assert cells[("joblib", "document_suited")]["verdict"] == "-"
     assert ("joblib", "io_speedup") in cells and ("Dask (not in the document)", "startup_s") in cells
+    assert not [m for (a, m) in cells if a.startswith("Dask") and m.startswith("document_")]
 
 
 def test_a_verdict_flips_in_its_cell_when_the_measurement_says_the_opposite(tmp_path):

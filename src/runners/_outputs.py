@@ -79,7 +79,8 @@ def csv_text(report: Report) -> str:
     for section, summary in report.summaries.items():
         for m in summary.measures:
             writer.writerow([section, m["approach"]] + [""] * (len(CSV_HEADERS) - 2)
-                            + [m["measure"], f"{m['value']:.6g}", m["unit"], m["document"], m["verdict"]])
+                            + [m["measure"], "" if m["value"] is None else f"{m['value']:.6g}", m["unit"],
+                               m["document"], m["verdict"]])
     for exp in report.experiments:
         ev = exp.evidence
         unit = ev.document.get("unit")

@@ -169,25 +169,26 @@ class _Cells:
         return NOT_RUN if self.cpu is None else f"{self.cpu.startup:.3f}"
 
     def measures(self, verdicts: Mapping[str, Judgement]) -> list[dict[str, Any]]:
+        """The row as lines of report.csv: the document's words with their verdicts, then the numbers."""
         a = self.a
-        found: list[tuple[str, float | None, str, str, str]] = []
+        lines = [{"approach": a.name, "measure": f"document_{column}", "value": None, "unit": "",
+                  "document": words, "verdict": _word(verdicts, a, column)}
+                 for column, words in (("suited", a.suited), ("gil", a.gil), ("sharing", a.sharing)) if words]
+        found: list[tuple[str, float | None, str]] = []
         if self.cpu is not None:
-            found += [("cpu_speedup", self.cpu.speedup, "x", a.gil, "gil"),
-                      ("cpu_headroom", _room(self.cpu), "x", "", ""),
-                      ("startup_s", self.cpu.startup, "s", "", "")]
+            found += [("cpu_speedup", self.cpu.speedup, "x"), ("cpu_headroom", _room(self.cpu), "x"),
+                      ("startup_s", self.cpu.startup, "s")]
         if self.io is not None and self.io.speedup is not None:
-            found += [("io_speedup", self.io.speedup, "x", a.suited, "suited"),
-                      ("io_in_flight", in_flight(self.io), "waits", "", ""),
-                      ("io_asked", float(self.io.workers), "waits", "", ""),
-                      ("io_memory_mb", self.io.memory_mb, "MB", "", "")]
+            found += [("io_speedup", self.io.speedup, "x"), ("io_in_flight", in_flight(self.io), "waits"),
+                      ("io_asked", float(self.io.workers), "waits"),
+                      ("io_memory_mb", self.io.memory_mb, "MB")]
         for r in self.shares:
             if r.get("copies") is not None:
-                found += [(f"{r['mechanism']}_s", r["seconds"], "s", a.sharing, "sharing"),
-                          (f"{r['mechanism']}_copies", r["copies"], "copies", "", ""),
-                          (f"{r['mechanism']}_workers_mb", r["workers_mb"], "MB", "", "")]
-        return [{"approach": a.name, "measure": name, "value": value, "unit": unit, "document": words,
-                 "verdict": _word(verdicts, a, column) if column else ""}
-                for name, value, unit, words, column in found if value is not None]
+                found += [(f"{r['mechanism']}_s", r["seconds"], "s"),
+                          (f"{r['mechanism']}_copies", r["copies"], "copies"),
+                          (f"{r['mechanism']}_workers_mb", r["workers_mb"], "MB")]
+        return lines + [{"approach": a.name, "measure": name, "value": value, "unit": unit, "document": "",
+                         "verdict": ""} for name, value, unit in found if value is not None]
 
 
 def _free_threaded(free: Experiment) -> str:
