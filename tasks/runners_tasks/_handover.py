@@ -188,7 +188,10 @@ def _joblib_memmap(array: np.ndarray, workers: int, together: Together, meter: M
 
     temp = scratch_folder("sharing")  # joblib's memmaps: this run's folder, removed below
     try:
-        with Parallel(n_jobs=workers, backend="loky", max_nbytes="1M", temp_folder=temp) as parallel:
+        # one call per dispatch: two calls in one batch would run on one worker, the second waiting on
+        # the first, which waits for the other worker to have the array
+        with Parallel(n_jobs=workers, backend="loky", max_nbytes="1M", temp_folder=temp, batch_size=1) \
+                as parallel:
             _warm(lambda k: parallel(delayed(_pid)(i) for i in range(k)), workers)
             meter.ready()
             with meter.handover(together):
