@@ -155,10 +155,12 @@ def _asyncio(array: np.ndarray, workers: int, together: Together, meter: Meter) 
 
 @contextlib.contextmanager
 def _pool(workers: int) -> Iterator[Any]:
+    """A Pool of spawned workers, all started. Its calls wait at most TIMEOUT: a worker that dies in a
+    call leaves Pool.map waiting for ever."""
     ctx = multiprocessing.get_context("spawn")  # no fork of a driver that holds threads
     pool = ctx.Pool(workers)
     try:
-        _warm(lambda k: pool.map(_pid, range(k), chunksize=1), workers)
+        _warm(lambda k: pool.map_async(_pid, range(k), chunksize=1).get(TIMEOUT), workers)
         yield pool
         pool.close()
     finally:
@@ -170,16 +172,16 @@ def _shared_memory(array: np.ndarray, workers: int, together: Together, meter: M
     with _pool(workers) as pool:
         meter.ready()
         with meter.handover(together), SharedArray.create(array) as shared:
-            return pool.starmap(strided_sum, [(shared, i, workers, together) for i in range(workers)],
-                                chunksize=1)
+            calls = [(shared, i, workers, together) for i in range(workers)]
+            return pool.starmap_async(strided_sum, calls, chunksize=1).get(TIMEOUT)
 
 
 def _pickle(array: np.ndarray, workers: int, together: Together, meter: Meter) -> list[float]:
     with _pool(workers) as pool:
         meter.ready()
         with meter.handover(together):
-            return pool.starmap(strided_sum, [(array, i, workers, together) for i in range(workers)],
-                                chunksize=1)
+            calls = [(array, i, workers, together) for i in range(workers)]
+            return pool.starmap_async(strided_sum, calls, chunksize=1).get(TIMEOUT)
 
 
 def _joblib_memmap(array: np.ndarray, workers: int, together: Together, meter: Meter) -> list[float]:
