@@ -336,3 +336,11 @@ def test_the_section_has_a_picture_of_its_three_measured_columns(tmp_path):
     assert "![plots/summary-summary.png](plots/summary-summary.png)" in (tmp_path / "report.md").read_text()
     assert '<img alt="plots/summary-summary.png" src="data:image/png;base64,' in \
         (tmp_path / "report.html").read_text()
+
+
+def test_an_interpreter_that_is_not_there_is_a_one_line_error(tmp_path):
+    done = run_cli("exec", "freethreaded", "--set", f"interpreters=[{tmp_path}/python3.13t]", timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (f"Error: interpreters: none of ['{tmp_path}/python3.13t'] is an "
+                                   "executable file or a name on PATH; give paths to free-threaded "
+                                   "interpreters, or [] to look for python3.13t and python3.14t")

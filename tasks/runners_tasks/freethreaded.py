@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runners import Task, Verdict, param
+from runners import ConfigError, Task, Verdict, param
 
 NAMES = ("python3.13t", "python3.14t")
 PYENV = "~/.pyenv/versions/*/bin/python3.1[3-9]t"
@@ -58,7 +58,9 @@ def split(params: FreeThreadedParams, seed: int) -> list[tuple[str | None, dict[
     work = {"n": params.n, "work": params.work, "threads": params.threads, "rounds": params.rounds}
     found = find(list(params.interpreters))
     if not found and params.interpreters:
-        raise ValueError(f"interpreters: none of {params.interpreters} is an executable file or on PATH")
+        raise ConfigError(f"interpreters: none of {params.interpreters} is an executable file or a name on "
+                          "PATH; give paths to free-threaded interpreters, or [] to look for python3.13t and "
+                          "python3.14t")
     return [(path, work) for path in found] or [(None, work)]
 
 
