@@ -153,7 +153,11 @@ QUICK_TITLES = ["1. Monte Carlo pi, 4,000,000 samples", "2. is_prime over 100,00
                 "4b. CPU-bound: 24 pure-Python sums of 200,000 squares",
                 "5. Start-up overhead: 100 tiny items", "6. chunksize on 20,000 tiny items",
                 "7. Inter-process channels: 2,000 small messages and 32 MB",
-                "8. The GIL counter: two threads, += 1 10,000,000 times each"]
+                "8. The GIL counter: two threads, += 1 10,000,000 times each",
+                "9a. CPU-bound: 12 pure-Python sums of 200,000 squares on 2 workers",
+                "9b. I/O-bound: 1,000 waits of 0.01 s",
+                "9c. Data sharing: a 50 MB array to each of 2 workers",
+                "9d. The threading row's CPU-bound cell on a free-threaded interpreter"]
 
 
 def test_quick_titles_and_params_state_the_sizes_that_run():
@@ -180,7 +184,8 @@ def test_quick_seed_tables_batch_through_the_cli(tmp_path):
     assert "| 8713 (wrong: the sieve of Eratosthenes counts 8392) |" in report
     assert "DISAGREES (printed results failing the task's check (8713: the sieve" in report
     verdicts = re.findall(r"\| (holds|DISAGREES|not judged at this size|not measured here) \(", report)
-    assert len(verdicts) == 22, verdicts  # every claim the batch names gets its line
+    assert len(verdicts) == 38, verdicts  # every claim the batch names gets its line
+    assert "## 9. The document's summary table, measured" in report  # above its parts, 9a-9d
     assert all(r["check"]["ok"] for r in records(out))
     assert (out / "report.csv").exists() and (out / "report.html").exists()
     assert (out / "plots" / "speedup-pi.png").exists() and (out / "plots" / "ipc-ipc.png").exists()

@@ -58,6 +58,27 @@ def startups(processes: float, threads: float) -> list[dict]:
             record("io", "threads", 8, 0.2, 3, startup=threads)]
 
 
+def waits(backend: str, wall: float) -> list[dict]:
+    return paired("io", {("serial", 1): [20.0] * 3, (backend, 200): [wall] * 3},
+                  params={"n": 2_000, "seconds": 0.01}, task="iowait")
+
+
+def shares(**copies: float) -> list[dict]:
+    """A `sharing` result whose mechanisms added these copies of a 200 MB array (the rest: 0)."""
+    rows = [{"mechanism": m, "approach": m, "workers": 2, "array_mb": 200.0, "startup_s": 0.5,
+             "seconds": 0.3, "workers_mb": 50.0, "added_mb": 200.0 * copies.get(m, 0.0),
+             "copies": copies.get(m, 0.0), "ok": True, "note": ""}
+            for m in ("threads", "asyncio", "shared_memory", "pickle", "joblib_memmap", "ray_put",
+                      "mpi_bcast")]
+    return [record("data", "serial", 1, 5.0, 0, task="sharing", params={"megabytes": 200}, result=rows)]
+
+
+def free_threaded(speedup: float, gil: bool = False) -> list[dict]:
+    row = {"interpreter": "/usr/bin/python3.13t", "found": True, "version": "3.13.1", "gil": gil,
+           "threads": 2, "serial_s": 1.0, "threads_s": 1.0 / speedup, "speedup": speedup, "right": True}
+    return [record("free", "serial", 1, 2.0, 0, task="freethreaded", params={"n": 12}, result=[row])]
+
+
 def primes(printed: int) -> tuple[list[dict], dict]:
     params = {"start": 100_000, "stop": 200_000}
     records = [record("primes", "serial", 1, 0.2, 0, task="primes", params=params, result=8392)]
@@ -92,6 +113,24 @@ CASES = {
     "shared-memory-for-big-data": (channels(80, 60, 10, 90, 130), channels(80, 60, 10, 90, 100)),
     "gil-counter-loses-updates": (gil(1234, 1.0, 1.3), gil(0, 1.0, 1.3)),
     "gil-two-threads-slower": (gil(0, 1.0, 1.3), gil(0, 1.0, 1.01)),
+    # the document's section 11 table (headroom beside every run: 1.95)
+    "asyncio-held-back-cpu": (speedups("cpu", ("asyncio", 2), 0.95), speedups("cpu", ("asyncio", 2), 1.8)),
+    "multiprocessing-not-held-back": (speedups("cpu", ("multiprocessing", 2), 1.8),
+                                      speedups("cpu", ("multiprocessing", 2), 1.1)),
+    "joblib-not-held-back": (speedups("cpu", ("joblib", 2), 1.7), speedups("cpu", ("joblib", 2), 1.0)),
+    "ray-not-held-back": (speedups("cpu", ("ray", 2), 1.75), speedups("cpu", ("ray", 2), 1.2)),
+    "mpi4py-not-held-back": (speedups("cpu", ("mpi", 2), 1.9), speedups("cpu", ("mpi", 2), 0.9)),
+    "threading-suited-io": (speedups("io", ("threads", 200), 150), speedups("io", ("threads", 200), 5)),
+    "asyncio-massive-concurrency": (waits("asyncio", 0.15), waits("asyncio", 0.5)),  # 133 and 40 in flight
+    "threads-share-directly": (shares(threads=0.0), shares(threads=1.0)),
+    "asyncio-shares-directly": (shares(asyncio=0.01), shares(asyncio=2.0)),
+    "processes-need-a-mechanism": (shares(shared_memory=1.0, pickle=2.7),
+                                   shares(shared_memory=1.0, pickle=1.2)),
+    "joblib-serialises-automatically": (shares(shared_memory=1.0, joblib_memmap=1.1),
+                                        shares(shared_memory=1.0, joblib_memmap=2.6)),
+    "ray-distributed-objects": (shares(ray_put=1.0), shares(ray_put=2.9)),
+    "mpi4py-communicates": (shares(mpi_bcast=1.0), shares(mpi_bcast=0.1)),
+    "free-threaded-threads-parallel": (free_threaded(1.8), free_threaded(1.0)),
 }
 
 
@@ -180,3 +219,39 @@ def test_a_timing_inside_one_run_is_marked_noisy_when_the_machine_was_busy(tmp_p
     assert judgement.verdict == HOLDS and judgement.noisy == ("headroom 1.40",)
     judgement, _ = verdict(tmp_path / "quiet", "pipe-faster-than-queue-small", channels(80, 60, 10, 90, 100))
     assert judgement.noisy == ()
+
+
+def test_a_speed_up_against_a_headroom_too_low_to_tell_parallel_from_held_back_is_not_judged(tmp_path):
+    busy = paired("cpu", {("serial", 1): [1.0] * 3, ("threads", 2): [1.0] * 3}, params={"n": 100},
+                  headroom=1.1)  # GIL-bound threads at 1.0x would read 0.91 of this headroom
+    judgement, _ = verdict(tmp_path / "busy", "multiprocessing-not-held-back", busy)
+    assert judgement.verdict is None and "no multiprocessing x2 row" in judgement.text
+    busy = paired("cpu", {("serial", 1): [1.0] * 3, ("multiprocessing", 2): [1.0] * 3}, params={"n": 100},
+                  headroom=1.1)
+    judgement, _ = verdict(tmp_path / "busy2", "multiprocessing-not-held-back", busy)
+    assert judgement.verdict is None and "headroom beside multiprocessing x2 was 1.10" in judgement.text
+
+
+def test_the_free_threaded_claim_needs_an_interpreter_without_its_gil(tmp_path):
+    judgement, _ = verdict(tmp_path / "gil", "free-threaded-threads-parallel", free_threaded(1.0, gil=True))
+    assert judgement.verdict is None and "runs with its GIL enabled" in judgement.text
+    none = [record("free", "serial", 1, 0.0, 0, task="freethreaded", params={"n": 12}, result=[
+        {"interpreter": None, "found": False, "note": "no free-threaded interpreter found (looked for x)"}])]
+    judgement, _ = verdict(tmp_path / "none", "free-threaded-threads-parallel", none)
+    assert judgement.verdict is None and "no free-threaded interpreter found" in judgement.text
+
+
+def test_a_sharing_mechanism_that_is_not_installed_gets_no_verdict_but_the_reason(tmp_path):
+    rows = shares(ray_put=1.0)
+    ray = next(r for r in rows[0]["result"] if r["mechanism"] == "ray_put")
+    ray.update(copies=None, added_mb=None, ok=None, note="not installed: ray (pip install 'runners[ray]')")
+    judgement, _ = verdict(tmp_path, "ray-distributed-objects", rows)
+    assert judgement.verdict is None and "not installed: ray" in judgement.text
+
+
+def test_a_headroom_reading_above_two_is_taken_as_two_for_two_workers(tmp_path):
+    # the lone spin slowed by a neighbour reads 2.4; two workers can gain 2x at most
+    records = paired("cpu", {("serial", 1): [1.0] * 3, ("multiprocessing", 2): [1 / 1.7] * 3},
+                     params={"n": 100}, headroom=2.4)
+    judgement, _ = verdict(tmp_path, "multiprocessing-not-held-back", records)
+    assert judgement.verdict == HOLDS and judgement.value == pytest.approx(0.85)  # not 1.7 / 2.4 = 0.71

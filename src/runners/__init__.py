@@ -39,6 +39,7 @@ from ._errors import (
     WorkerLost,
     signal_name,
 )
+from ._memory import PeakMemory, tree_mb
 from ._peer import split_address, what_answers
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report
@@ -62,6 +63,7 @@ __all__ = [
     "Job",
     "NoOptions",
     "NotPicklable",
+    "PeakMemory",
     "PackedValues",
     "Plan",
     "RemoteTraceback",
@@ -104,6 +106,7 @@ __all__ = [
     "stream_futures",
     "sweep_scratch",
     "task_names",
+    "tree_mb",
     "usable_cpus",
     "what_answers",
     "worker_environment",

@@ -5,11 +5,15 @@ started once and reused by every run of the window, their start-up recorded apar
 `reuse: false` starts one per run, as a user timing a cold pool would. Before each round the 2-process
 headroom is measured and stored with the round's records, so the report can tell a quiet machine from
 a busy one. Records go to OUT/results.jsonl as each run ends (`_results`): a rerun skips what is done,
-`--fresh` starts over, and one batch at a time may write to a folder.
+`--fresh` starts over, and one batch at a time may write to a folder. An experiment with `memory: true`
+(whose back-ends each have a window of their own) also records, per run, the peak memory of this
+process and the processes it started since the window began (its back-end's), beyond what this
+process held then: helpers started before (the headroom's spinners) are not the back-end's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -25,6 +29,7 @@ from ._backend import Backend
 from ._batchspec import BatchSpec, Cell, load_batch
 from ._engine import plan, run, run_on
 from ._errors import ConfigError, RunnersError
+from ._memory import KIND, PeakMemory, tree_mb, tree_pids
 from ._results import RESULTS, FolderLock, ResultsStore, StoreFull, read_results
 from ._schedule import ORDER, Window, windows
 from ._sysinfo import Headroom, system_info
@@ -90,6 +95,11 @@ def _run_window(window: Window, ctx: _Context) -> None:
     """Start the window's back-ends, run its rounds (headroom first in each), shut them all down."""
     started: dict[str, tuple[Backend, float]] = {}
     failed: set[str] = set()
+    # what a run's memory is counted from: this process, before the window's back-end starts
+    memory = None
+    if any(cell.memory for cell, _ in window.runs):
+        helpers = frozenset(tree_pids()) - {os.getpid()}
+        memory = (helpers, tree_mb(exclude=helpers))
     try:
         for group, cell in window.groups().items():
             try:
@@ -109,7 +119,7 @@ def _run_window(window: Window, ctx: _Context) -> None:
                 state = {"window": window.name, "round": number, "headroom": round(room, 3),
                          "session": ctx.session}
                 try:
-                    record = _one_run(cell, repeat, started, state, ctx)
+                    record = _one_run(cell, repeat, started, state, ctx, memory)
                 except StoreFull:
                     raise
                 except RunnersError as exc:  # a broken back-end loses its runs, not the batch
@@ -125,17 +135,21 @@ def _run_window(window: Window, ctx: _Context) -> None:
 
 
 def _one_run(cell: Cell, repeat: int, started: dict[str, tuple[Backend, float]], state: dict[str, Any],
-             ctx: _Context) -> dict[str, Any]:
+             ctx: _Context, memory: tuple[frozenset[int], float] | None = None) -> dict[str, Any]:
     began = _now()
-    if cell.group in started:
-        backend, startup = started[cell.group]
-        record = run_on(backend, plan(cell.job())).to_dict()
-        record["timings"]["startup"] = startup
-        record["wall"] = record["timings"]["compute"]
-    else:  # a cold run: start-up and shut-down count
-        record = run(cell.job()).to_dict()
-        startup = record["timings"]["startup"]
-        record["wall"] = record["timings"]["total"]
+    helpers, base = memory or (frozenset(), 0.0)
+    with PeakMemory(exclude=helpers) if cell.memory and memory else contextlib.nullcontext() as peak:
+        if cell.group in started:
+            backend, startup = started[cell.group]
+            record = run_on(backend, plan(cell.job())).to_dict()
+            record["timings"]["startup"] = startup
+            record["wall"] = record["timings"]["compute"]
+        else:  # a cold run: start-up and shut-down count
+            record = run(cell.job()).to_dict()
+            startup = record["timings"]["startup"]
+            record["wall"] = record["timings"]["total"]
+    if peak is not None:
+        record.update(memory_mb=round(max(0.0, peak.mb - base), 1), memory_kind=KIND)
     record.update(state)
     record.update({
         "experiment": cell.experiment, "cell": cell.key, "repeat": repeat, "label": cell.label,

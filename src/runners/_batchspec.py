@@ -3,6 +3,10 @@
 `load_batch` reads a batch file strictly (every error names the file, the key path and the value) and
 turns it into cells: one configuration each, which the batch runs `repeats` times. How the runs are
 ordered and run is `_schedule` and `_batch`.
+
+An experiment with `parts` measures one subject with several tasks (the summary table: CPU-bound work,
+waits, a data-sharing task): each part is an experiment of its own (`NAME.PART`, its own cells, windows
+and baselines) and the report shows them together, under the experiment's title.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from ._validate import unknown_key_message
 
 BATCH_KEYS = ["name", "out", "repeats", "seed", "quick", "experiments"]
 EXPERIMENT_KEYS = ["name", "title", "task", "params", "vary", "backends", "workers", "chunksize",
-                   "repeats", "reuse", "run_timeout", "sample", "quick", "document"]
+                   "repeats", "reuse", "memory", "run_timeout", "sample", "quick", "document"]
+PARTED_KEYS = ["name", "title", "parts"]  # an experiment with parts: the rest is each part's
 QUICK_KEYS = ["params", "vary", "backends", "workers", "chunksize", "repeats"]
 DOCUMENT_KEYS = ["source", "note", "params", "unit", "runs", "claims"]
 RUN_KEYS = ["label", "backend", "workers", "chunksize", "seconds", "result"]
@@ -58,6 +63,7 @@ class Cell:
     window: str = SHARED  # the runs that are ordered together, in rounds (see _schedule)
     beside: str | None = None  # a baseline re-run beside this window's back-end, paired with its runs
     sample: dict[str, Any] | None = None  # {"params", "items", "of"}: run on a sample, extrapolated
+    memory: bool = False  # record the process tree's memory beside each run (see _batch)
 
     @property
     def key(self) -> str:
@@ -120,14 +126,37 @@ def load_batch(path: str | Path, quick: bool = False, out: str | Path | None = N
     seen: set[str] = set()
     for index, raw in enumerate(experiments):
         where = f"{source}: experiments[{index}]"
-        exp = _mapping(raw, where, EXPERIMENT_KEYS)
+        parted = isinstance(raw, Mapping) and "parts" in raw
+        exp = _mapping(raw, where, PARTED_KEYS if parted else EXPERIMENT_KEYS)
         exp_name = _kind(exp.get("name"), str, f"{where}.name")
         where = f"{source}: experiment {exp_name!r}"
         if exp_name in seen:
             raise ConfigError(f"{where}: the name is used twice; experiment names must be unique")
         seen.add(exp_name)
-        _experiment_cells(spec, exp, exp_name, where, quick, repeats, seed)
+        if parted:
+            _parts(spec, exp, exp_name, where, quick, repeats, seed)
+        else:
+            _experiment_cells(spec, exp, exp_name, where, quick, repeats, seed)
     return spec
+
+
+def _parts(spec: BatchSpec, exp: dict[str, Any], name: str, where: str, quick: bool, repeats: int,
+           seed: int) -> None:
+    """Each part becomes the experiment `NAME.PART`, marked as a section of `NAME`."""
+    parts = exp["parts"]
+    if not isinstance(parts, Mapping) or not parts:
+        raise ConfigError(f"{where}.parts: expected a mapping of part names to experiments (task, params, "
+                          f"backends, ...), got {parts!r:.80}")
+    title = _kind(exp.get("title", name), str, f"{where}.title")
+    for part, raw in parts.items():
+        if not isinstance(part, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}", part):
+            raise ConfigError(f"{where}.parts: {part!r} is not a part name; use letters, digits, '_' "
+                              "and '-'")
+        part_where = f"{where}.parts.{part}"
+        body = _mapping(raw, part_where, [k for k in EXPERIMENT_KEYS if k != "name"])
+        _experiment_cells(spec, {**body, "name": f"{name}.{part}"}, f"{name}.{part}", part_where, quick,
+                          repeats, seed)
+        spec.experiments[-1].update(section=name, section_title=title, part=part)
 
 
 def _experiment_cells(spec: BatchSpec, exp: dict[str, Any], name: str, where: str, quick: bool,
@@ -140,17 +169,21 @@ def _experiment_cells(spec: BatchSpec, exp: dict[str, Any], name: str, where: st
     for key, values in vary.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}.vary.{key}: expected a non-empty list of values, got {values!r}")
-    backends = [split_backend(b, f"{where}.backends[{i}]")
-                for i, b in enumerate(_list(overrides.get("backends", exp.get("backends", ["serial"])),
-                                            f"{where}.backends"))]
     workers = [_count(w, f"{where}.workers") for w in
                _list(overrides.get("workers", exp.get("workers", [1])), f"{where}.workers")]
+    backends = [_backend_entry(b, workers, f"{where}.backends[{i}]")
+                for i, b in enumerate(_list(overrides.get("backends", exp.get("backends", ["serial"])),
+                                            f"{where}.backends"))]
     chunks = _list(overrides.get("chunksize", exp.get("chunksize", ["auto"])), f"{where}.chunksize")
     for c in chunks:
         if c not in ("auto", "rule") and (not isinstance(c, int) or isinstance(c, bool) or c < 1):
             raise ConfigError(f"{where}.chunksize: expected a positive integer, 'auto' or 'rule' "
                               f"(len // (workers * 4), the document's rule of thumb), got {c!r}")
     reuse = _kind(exp.get("reuse", True), bool, f"{where}.reuse")
+    memory = _kind(exp.get("memory", False), bool, f"{where}.memory")
+    if memory and not reuse:
+        raise ConfigError(f"{where}.memory: needs reuse: true (the memory beside a run is its started "
+                          "back-end's; a cold run starts and stops its own inside the run)")
     run_timeout = exp.get("run_timeout")
     sample = _sample(exp.get("sample"), f"{where}.sample")
     spec.repeats[name] = _count(overrides.get("repeats", exp.get("repeats", repeats)), f"{where}.repeats")
@@ -160,7 +193,8 @@ def _experiment_cells(spec: BatchSpec, exp: dict[str, Any], name: str, where: st
     ran_params: dict[str, Any] = {}
     for combo in itertools.product(*vary.values()) if vary else [()]:
         cell_params = {**params, **dict(zip(vary, combo, strict=True))}
-        for (backend, options), count, chunk in itertools.product(backends, workers, chunks):
+        pairs = [(entry[:2], count) for entry in backends for count in entry[2]]
+        for ((backend, options), count), chunk in itertools.product(pairs, chunks):
             if backend not in known:
                 raise ConfigError(f"{where}.backends: unknown back-end {backend!r}; expected one of "
                                   f"[{', '.join(sorted(known))}]")
@@ -190,22 +224,38 @@ def _experiment_cells(spec: BatchSpec, exp: dict[str, Any], name: str, where: st
             if chunk == "rule":
                 size = max(1, (runs_items or 0) // (count * 4))
             window = SHARED if reuse else COLD
-            if reuse and the_plan.backend.distributed:
-                window = f"{label} x{count}"  # schedulers and daemons keep working while idle: alone
+            # Schedulers and daemons keep working while idle: alone. So is a back-end whose memory is
+            # measured: the process tree beside its runs must hold no other back-end.
+            if reuse and backend != "serial" and (the_plan.backend.distributed or memory):
+                window = f"{label} x{count}"
             cell = Cell(name, task, cell_params, backend, dict(options), count, size, str(chunk), reuse,
-                        seed, items, run_timeout, label, window, None, sampled)
+                        seed, items, run_timeout, label, window, None, sampled, memory)
             if all(c.key != cell.key for c in cells):
                 cells.append(cell)
     # Every window but the shared one runs the baseline again beside its back-end, so that each ratio
     # comes from runs taken close together.
     baselines = [c for c in cells if c.backend == "serial" and c.window == SHARED]
-    for window in dict.fromkeys(c.window for c in cells if c.window not in (SHARED, COLD)):
+    others = list(dict.fromkeys(c.window for c in cells if c.window not in (SHARED, COLD)))
+    for window in others:
         cells += [dataclasses.replace(b, window=window, beside=window) for b in baselines]
+    if others and not any(c.window == SHARED and c.backend != "serial" for c in cells):
+        cells = [c for c in cells if c not in baselines]  # no one to pair with in the shared window
     spec.cells += cells
     title = _title(exp.get("title", name), ran_params, list(vary), f"{where}.title")
     spec.experiments.append({"name": name, "title": title, "task": task, "params": ran_params,
                              "varied": list(vary), "document": document, "repeats": spec.repeats[name],
-                             "reuse": reuse, "sample": sample})
+                             "reuse": reuse, "memory": memory, "sample": sample})
+
+
+def _backend_entry(value: Any, workers: list[int], where: str) -> tuple[str, dict[str, Any], list[int]]:
+    """A back-end entry: `NAME`, or `{name: NAME, option: value, ..., workers: [..]}`, whose own `workers`
+    replace the experiment's for it (threads wait on 200 waits at once, processes on 8)."""
+    own = workers
+    if isinstance(value, Mapping) and "workers" in value:
+        value = dict(value)
+        own = [_count(w, f"{where}.workers") for w in _list(value.pop("workers"), f"{where}.workers")]
+    backend, options = split_backend(value, where)
+    return backend, options, own
 
 
 def configuration_name(backend: str, options: Mapping[str, Any]) -> str:

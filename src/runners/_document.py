@@ -16,8 +16,8 @@ from ._registry import load_task
 from ._validate import build
 
 HEADERS = ["configuration", "workers", "chunksize", "params", "runs", "median s (min-max)", "per unit",
-           "document", "speed-up", "document speed-up", "efficiency", "headroom", "start-up s", "result",
-           "check", "document result", "noisy"]
+           "document", "speed-up", "document speed-up", "efficiency", "headroom", "start-up s", "memory MB",
+           "result", "check", "document result", "noisy"]
 CLAIM_HEADERS = ["claim", "the document", "predicate", "verdict", "noisy"]
 
 
@@ -75,7 +75,8 @@ def row_cells(row: Row, ev: Evidence) -> list[str]:
             "" if ours_unit is None else f"{ours_unit:.3g} s per {unit['name']}", doc_text,
             _num(row.speedup, "x"), doc_speed,
             "" if row.efficiency is None else f"{row.efficiency:.0%}",
-            "" if row.headroom is None else f"{row.headroom:.2f}", f"{row.startup:.3f}", _short(row.result),
+            "" if row.headroom is None else f"{row.headroom:.2f}", f"{row.startup:.3f}",
+            "" if row.memory_mb is None else f"{row.memory_mb:,.1f}", _short(row.result),
             {True: "ok", False: "FAILED", None: "-"}[row.check["ok"]], doc_result, "; ".join(row.noisy)]
 
 

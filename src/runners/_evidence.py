@@ -68,6 +68,12 @@ class Row:
         return statistics.median(r.get("backend_startup", r["timings"]["startup"]) for r in self.runs)
 
     @property
+    def memory_mb(self) -> float | None:
+        """The median of the process tree's memory beside its runs (`memory: true` experiments), MiB."""
+        known = [r["memory_mb"] for r in self.runs if r.get("memory_mb") is not None]
+        return statistics.median(known) if known else None
+
+    @property
     def efficiency(self) -> float | None:
         return None if self.speedup is None else self.speedup / self.workers
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._document import CLAIM_HEADERS, claim_cells, plain
+from ._outputs import ADVICE, summary_first
 
 if TYPE_CHECKING:
     from ._report import Report
@@ -34,8 +35,17 @@ def html(report: Report, out: Path) -> str:
              f"<title>Report: {_e(report.title)}</title><style>{STYLE}</style></head><body>",
              f"<h1>Report: {_e(report.title)}</h1>", "<ul>"]
     parts += [f"<li>{_e(line)}</li>" for line in report.header] + ["</ul>"]
+    shown: set[str] = set()
     for exp in report.experiments:
-        parts += [f'<section id="{_e(exp.name)}"><h2>{_e(exp.title)}</h2>',
+        summary = summary_first(report, exp, shown)
+        if summary is not None:
+            parts += [f'<section id="{_e(exp.section)}"><h2>{_e(summary.title)}</h2>',
+                      _table(summary.headers, summary.rows, "summary", verdict_column=(2, 4, 6)),
+                      f"<p><strong>{_e(ADVICE)}:</strong> {_e(summary.advice)}</p>"]
+            parts += ["<ul>"] + [f"<li>{_e(line)}</li>" for line in summary.lines] + ["</ul>"]
+            parts += [_image(out, plot) for plot in summary.plots] + ["</section>"]
+        heading = "h3" if exp.section else "h2"
+        parts += [f'<section id="{_e(exp.name)}"><{heading}>{_e(exp.title)}</{heading}>',
                   f'<p class="ran">{_e(exp.ran)}.</p>']
         parts.append(_table(exp.table.headers, exp.table.rows, "configurations"))
         if exp.results:
@@ -44,12 +54,10 @@ def html(report: Report, out: Path) -> str:
         if exp.judgements:
             parts.append("<h3>The document's claims, judged here</h3>")
             parts.append(_table(CLAIM_HEADERS, [claim_cells(j) for j in exp.judgements], "claims",
-                                verdict_column=3))
+                                verdict_column=(3,)))
         if exp.checks or exp.notes:
             parts += ["<ul>"] + [f"<li>{_e(line)}</li>" for line in exp.checks + exp.notes] + ["</ul>"]
-        for plot in exp.plots:
-            data = base64.b64encode((out / plot).read_bytes()).decode()
-            parts.append(f'<img alt="{_e(plot)}" src="data:image/png;base64,{data}">')
+        parts += [_image(out, plot) for plot in exp.plots]
         parts.append("</section>")
     if report.notes:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{_e(n)}</li>" for n in report.notes] + ["</ul>"]
@@ -57,7 +65,12 @@ def html(report: Report, out: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _table(headers: list[str], rows: list[list[str]], kind: str, verdict_column: int | None = None) -> str:
+def _image(out: Path, plot: str) -> str:
+    data = base64.b64encode((out / plot).read_bytes()).decode()
+    return f'<img alt="{_e(plot)}" src="data:image/png;base64,{data}">'
+
+
+def _table(headers: list[str], rows: list[list[str]], kind: str, verdict_column: tuple[int, ...] = ()) -> str:
     keep = [i for i, _ in enumerate(headers) if any(row[i] for row in rows)]
     head = "".join(f"<th>{_e(headers[i])}</th>" for i in keep)
     out = [f'<div class="wide"><table class="{kind}"><thead><tr>{head}</tr></thead><tbody>']
@@ -65,7 +78,7 @@ def _table(headers: list[str], rows: list[list[str]], kind: str, verdict_column:
         cells = []
         for i in keep:
             css = ""
-            if i == verdict_column:
+            if i in verdict_column:
                 word = row[i].split(" ", 1)[0]
                 css = {"holds": "holds", "DISAGREES": "DISAGREES", "not": "notjudged"}.get(word, "")
             elif _numeric(row[i]):

@@ -1,4 +1,7 @@
-"""The report's text outputs: report.md, report.csv and the terminal's tables."""
+"""The report's text outputs: report.md, report.csv and the terminal's tables.
+
+An experiment with parts is one section: its summary table (`_summary`), what to use when, and then
+each part as a subsection."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from typing import TYPE_CHECKING
 from ._document import CLAIM_HEADERS, claim_cells, compare_mode, document_run, per_unit, plain
 
 if TYPE_CHECKING:
-    from ._report import Report
+    from ._report import Experiment, Report
+    from ._summary import Summary
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -21,10 +25,31 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row[i].replace("|", "/") for i in keep) + " |" for row in rows]
 
 
+def summary_first(report: Report, exp: Experiment, shown: set[str]) -> Summary | None:
+    """The summary to show before `exp`: its section's, the first time one of its parts comes."""
+    if not exp.section or exp.section in shown or exp.section not in report.summaries:
+        return None
+    shown.add(exp.section)
+    return report.summaries[exp.section]
+
+
+ADVICE = "What to use when, on this machine (from the cells above)"
+
+
+def _summary_md(summary: Summary) -> list[str]:
+    lines = [f"## {summary.title}", ""] + _md_table(summary.headers, summary.rows) + [""]
+    lines += [f"**{ADVICE}:** {summary.advice}", ""] + [f"- {line}" for line in summary.lines]
+    return lines + [""] + [f"![{p}]({p})" for p in summary.plots] + [""]
+
+
 def markdown(report: Report) -> str:
     lines = [f"# Report: {report.title}", ""] + [f"- {h}" for h in report.header] + [""]
+    shown: set[str] = set()
     for exp in report.experiments:
-        lines += [f"## {exp.title}", "", exp.ran + ".", ""]
+        summary = summary_first(report, exp, shown)
+        if summary is not None:
+            lines += _summary_md(summary)
+        lines += [f"{'###' if exp.section else '##'} {exp.title}", "", exp.ran + ".", ""]
         lines += _md_table(exp.table.headers, exp.table.rows) + [""]
         if exp.results:
             keys = list(exp.results[0])
@@ -42,13 +67,20 @@ def markdown(report: Report) -> str:
 CSV_HEADERS = ["experiment", "configuration", "backend", "workers", "chunksize", "params", "runs", "median_s",
                "min_s", "max_s", "per_unit_s", "unit", "document_s", "document_per_unit_s",
                "document_workers", "document_result", "speedup", "document_speedup", "efficiency",
-               "headroom_min", "startup_s", "result", "check", "sample_items", "noisy"]
+               "headroom_min", "startup_s", "result", "check", "sample_items", "noisy", "memory_mb"]
+# A summary table's cells, one line each: experiment = the section, configuration = the approach.
+SUMMARY_CSV = ["measure", "value", "measure_unit", "document_words", "verdict"]
 
 
 def csv_text(report: Report) -> str:
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(CSV_HEADERS)
+    writer.writerow(CSV_HEADERS + SUMMARY_CSV)
+    for section, summary in report.summaries.items():
+        for m in summary.measures:
+            writer.writerow([section, m["approach"]] + [""] * (len(CSV_HEADERS) - 2)
+                            + [m["measure"], "" if m["value"] is None else f"{m['value']:.6g}", m["unit"],
+                               m["document"], m["verdict"]])
     for exp in report.experiments:
         ev = exp.evidence
         unit = ev.document.get("unit")
@@ -71,7 +103,8 @@ def csv_text(report: Report) -> str:
                 json.dumps(run["result"]) if "result" in run else "", _fmt(row.speedup), _fmt(doc_speed),
                 _fmt(row.efficiency), _fmt(row.headroom), f"{row.startup:.6f}",
                 json.dumps(row.result, default=repr), row.check["ok"],
-                row.sample["items"] if row.sample else "", "; ".join(row.noisy)])
+                row.sample["items"] if row.sample else "", "; ".join(row.noisy),
+                _fmt(row.memory_mb)] + [""] * len(SUMMARY_CSV))
     return text.getvalue()
 
 
@@ -101,7 +134,14 @@ def print_report(report: Report, echo: Callable[[str], None] = print) -> None:
     console.print(f"Report: {report.title}", markup=False)
     for line in report.header:
         console.print(line, markup=False)
+    shown: set[str] = set()
     for exp in report.experiments:
+        summary = summary_first(report, exp, shown)
+        if summary is not None:
+            show(summary.title, summary.headers, summary.rows)
+            console.print(f"  {ADVICE}: {summary.advice}", markup=False)
+            for line in summary.lines:
+                console.print(f"  - {line}", markup=False)
         show(exp.title, exp.table.headers, exp.table.rows)
         console.print(f"  {exp.ran}.", markup=False)
         if exp.results:

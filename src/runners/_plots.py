@@ -20,6 +20,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter  # noqa: E402
 
 if TYPE_CHECKING:
     from ._report import Experiment
+    from ._summary import Summary
 
 WIDTH = 8.0  # inches, at 100 dpi: readable beside the tables of report.html
 
@@ -167,6 +168,54 @@ def _gil(exp: Experiment, folder: Path) -> str:
     fig.suptitle("\n".join(textwrap.wrap(exp.title, 90)), fontsize=11, x=0.02, ha="left")
     fig.tight_layout()
     return _save(fig, folder, f"gil-{exp.name}.png")
+
+
+def draw_summary(name: str, summary: Summary, folder: Path) -> list[str]:
+    """The summary table's numbers in three panels: CPU-bound speed-up against the headroom, waits in
+    flight against those asked (with the memory), and the copies each sharing mechanism added."""
+    by: dict[str, dict[str, float]] = {}
+    for m in summary.measures:
+        by.setdefault(m["approach"], {})[m["measure"]] = m["value"]
+    cpu = [(a, v) for a, v in by.items() if "cpu_speedup" in v]
+    io = [(a, v) for a, v in by.items() if "io_in_flight" in v]
+    copies = [(key[:-len("_copies")], value) for v in by.values() for key, value in v.items()
+              if key.endswith("_copies")]
+    if not (cpu or io or copies):
+        return []
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(WIDTH + 6, 0.45 * len(by) + 2.4))
+    if cpu:
+        y = range(len(cpu))
+        left.barh([a for a, _ in cpu], [v["cpu_speedup"] for _, v in cpu], color="tab:blue")
+        left.scatter([v.get("cpu_headroom", 0) for _, v in cpu], list(y), marker="|", s=300, color="black",
+                     zorder=3)
+        left.axvline(1.0, color="grey", linewidth=0.8)
+        left.set_xlabel("speed-up on 2 workers (|: the 2-process headroom beside it)")
+    _title(left, "CPU-bound pure Python", 40)
+    if io:
+        middle.barh([a for a, _ in io], [v["io_in_flight"] for _, v in io], color="tab:orange")
+        for y, (_, v) in enumerate(io):
+            memory = f", {v['io_memory_mb']:,.0f} MB" if "io_memory_mb" in v else ""
+            middle.annotate(f"of {v['io_asked']:,.0f}{memory}", (v["io_in_flight"], y), xytext=(4, 0),
+                            textcoords="offset points", va="center", fontsize=8)
+        _log_if_wide(middle, [v["io_in_flight"] for _, v in io], "x")
+        middle.margins(x=0.35)
+        middle.set_xlabel("waits in flight on average (of those asked; memory)")
+    _title(middle, "I/O-bound waits", 40)
+    if copies:
+        right.barh([c for c, _ in copies], [v for _, v in copies], color="tab:green")
+        right.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        for y, (_, value) in enumerate(copies):
+            right.annotate(f"{value:.1f}", (value, y), xytext=(4, 0), textcoords="offset points", va="center",
+                           fontsize=8)
+        right.margins(x=0.2)
+        right.set_xlabel("copies of the array the hand-over added")
+    _title(right, "The array to every worker", 40)
+    for ax in (left, middle, right):
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("\n".join(textwrap.wrap(summary.title, 110)), fontsize=11, x=0.02, ha="left")
+    fig.tight_layout()
+    return [_save(fig, folder, f"summary-{name}.png")]
 
 
 def _size(payload: int) -> str:

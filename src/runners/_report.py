@@ -35,6 +35,7 @@ from ._evidence import (
 from ._html import html
 from ._outputs import csv_text, markdown, print_report
 from ._results import RESULTS, read_results
+from ._summary import Summary, build
 from ._sysinfo import describe_system
 
 
@@ -56,6 +57,8 @@ class Experiment:
     checks: list[str]  # the measurement's own check: the single-worker controls
     notes: list[str]
     plots: list[str] = field(default_factory=list)
+    section: str = ""  # the experiment (with parts) this one is a part of
+    part: str = ""
 
     @property
     def rows(self) -> list[Row]:
@@ -73,6 +76,7 @@ class Report:
     experiments: list[Experiment]
     notes: list[str]
     markdown: str = ""
+    summaries: dict[str, Summary] = field(default_factory=dict)  # by section: its parts' table
 
     @property
     def tables(self) -> list[Table]:
@@ -98,7 +102,7 @@ def make_report(out_dir: str | Path, plots: bool = True) -> Report:
     header = (describe_system(meta["system"]) if "system" in meta else []) + _machine_state(records, meta)
     notes = [f"skipped {s['backend']} x{s['workers']} in {s['experiment']}: {s['reason']}"
              for s in meta.get("skipped", [])] + list(meta.get("notes", []))
-    report = Report(title, header, experiments, notes)
+    report = Report(title, header, experiments, notes, summaries=_summaries(experiments, described))
     if plots:
         _draw(report, out)
     report.markdown = markdown(report)
@@ -108,9 +112,19 @@ def make_report(out_dir: str | Path, plots: bool = True) -> Report:
     return report
 
 
+def _summaries(experiments: list[Experiment], described: Mapping[str, Any]) -> dict[str, Summary]:
+    """The table of each experiment with parts, from the parts that have results."""
+    sections: dict[str, dict[str, Experiment]] = {}
+    for exp in experiments:
+        if exp.section:
+            sections.setdefault(exp.section, {})[exp.part] = exp
+    return {name: build(described[next(iter(parts.values())).name].get("section_title", name), parts)
+            for name, parts in sections.items()}
+
+
 def _draw(report: Report, out: Path) -> None:
     try:
-        from ._plots import draw  # matplotlib is imported only when plots are asked for
+        from ._plots import draw, draw_summary  # matplotlib is imported only when plots are asked for
     except ImportError:
         report.notes.append("no plots: matplotlib is not installed (pip install 'runners[report]')")
         return
@@ -121,6 +135,8 @@ def _draw(report: Report, out: Path) -> None:
             old.unlink()
         for exp in report.experiments:
             exp.plots = [f"{PLOTS}/{name}" for name in draw(exp, folder)]
+        for section, summary in report.summaries.items():
+            summary.plots = [f"{PLOTS}/{name}" for name in draw_summary(section, summary, folder)]
     except OSError as exc:
         raise RunnersError(f"{folder}: cannot write the plots ({exc.strerror or exc})") from None
 
@@ -147,7 +163,8 @@ def _experiment(name: str, records: list[dict[str, Any]], described: Mapping[str
               f"extrapolated by items ({r.sample['of'] / r.sample['items']:,.0f}x), as this cost grows with "
               "them" for r in sampled]
     return Experiment(name, table.title, _ran(params, document, profile, described), evidence, judgements,
-                      table, checks, notes)
+                      table, checks, notes, section=described.get("section", ""),
+                      part=described.get("part", ""))
 
 
 def _ran(params: Mapping[str, Any], document: Mapping[str, Any], profile: str,
