@@ -14,7 +14,7 @@ from runners_tasks.tiny import add_one
 import runners
 from runners import Batch, PackedValues, Task, Verdict, param, testing
 from runners._backend import packed as packed_values
-from runners._engine import MAX_BATCH_BYTES, Batcher
+from runners._batcher import MAX_BATCH_BYTES, Batcher
 from tests.conftest import installed_backends
 
 VALUE_BYTES = 100_000

@@ -41,12 +41,21 @@ class Batch:
     items: Sequence[Any]  # a list, or a range when the task's items are one (tiny to send)
     timeout: float | None = None  # per item; honoured by back-ends with `enforces_timeout`
 
+    @property
+    def indices(self) -> range:
+        """The indices of the batch's items in the run."""
+        return range(self.start, self.start + len(self.items))
+
 
 @dataclass(frozen=True)
 class ItemFailure:
-    """An item that raised: the exception (or a picklable stand-in) and the worker's traceback."""
+    """An item that raised: the exception (or a picklable stand-in) and the worker's traceback.
 
-    index: int
+    `index` None: the batch failed before any item ran (it did not unpickle in the worker); the engine,
+    which knows the batch, reports it against the batch's first item.
+    """
+
+    index: int | None
     item: Any
     exception: BaseException
     traceback: str

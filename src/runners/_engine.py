@@ -3,61 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import pickle
-import sys
 import time
 import traceback
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain
 from typing import Any
 
-from ._backend import (
-    IN_WORKER,
-    PIECE_VALUES,
-    Backend,
-    Batch,
-    BatchResult,
-    ItemFailure,
-    PackedValues,
-    usable_cpus,
-)
+from ._backend import IN_WORKER, Backend, usable_cpus
+from ._batcher import MAX_BATCH_BYTES, Batcher
 from ._deadline import Expired, check_time_limit, time_limit
 from ._errors import (
     ConfigError,
     FailedItems,
-    ItemTimeout,
     NotPicklable,
-    RemoteTraceback,
     RunnersError,
     RunTimeout,
-    TaskError,
     TaskStepError,
-    WorkerLost,
     short_repr,
 )
+from ._ordered import OrderedRun, Policy, Tally
 from ._registry import load_backend, load_task
 from ._task import Task, Verdict
 from ._validate import build
 
 DEFAULT_SEED = 20260101
-TARGET_BATCH_SECONDS = 0.1  # long enough to hide a round trip (0.5-30 ms), short enough to balance
-MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this much work
-# ... nor below this many times what a batch costs beyond its work, as measured: ~0.5 ms on a
-# process pool, but ~5 ms on Ray, ~10 ms on joblib (its results are polled every 10 ms) and ~30 ms on
-# dask (its scheduler runs in the driver), where 10-ms batches would cost more than they balance.
-# It only stops the shrinking, and no batch exceeds TARGET_BATCH_SECONDS: a back-end that returns a
-# window of batches at once, or a first batch that waited for a worker to start, can make every round
-# trip look dear.
-OVERHEAD_MULTIPLE = 2
-# What one batch's items and values may take in the driver (estimated), whatever their count: with
-# 2 x workers batches in flight this bounds the driver's memory. Small ints then come ~300,000 to a
-# batch when packed (PackedValues: ~5 bytes each), ~44,000 when not, and 100 KB values 15 at a time;
-# a fixed item count held 20,000 x 100 KB values as easily.
-MAX_BATCH_BYTES = 1536 * 1024
 MAX_WORKERS = 4096  # a bound that no real pool reaches, so a typo cannot fork-bomb the machine
 
 
@@ -77,30 +49,6 @@ class Job:
     timeout: float | None = None  # seconds one item may run; the worker is stopped past it
     fail_fast: bool = True  # False: run every item, then report every failure together
     run_timeout: float | None = None  # seconds all the items together may take; then the run stops
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What the engine does when a batch fails: retry it, stop the run, or note it and go on."""
-
-    retries: int = 2
-    retry_on: tuple[str, ...] = ()
-    timeout: float | None = None
-    fail_fast: bool = True
-    run_timeout: float | None = None
-
-    def should_retry(self, error: RunnersError, attempts: int) -> bool:
-        if attempts > self.retries:
-            return False
-        if isinstance(error, WorkerLost):
-            return True
-        if isinstance(error, ItemTimeout):
-            return "ItemTimeout" in self.retry_on
-        if isinstance(error, TaskError):
-            names = {cls.__name__ for cls in type(error.exception).__mro__}
-            names |= {f"{cls.__module__}.{cls.__qualname__}" for cls in type(error.exception).__mro__}
-            return bool(names & set(self.retry_on))
-        return False
 
 
 @dataclass(frozen=True)
@@ -274,9 +222,9 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
     if on_start is not None:
         on_start(batcher.total)
     began = time.perf_counter()
-    stream = ordered_values(backend, batcher, policy, tally, progress)
-    finished: list[Any] = []  # kept only when the run goes on past failures, to report them
-    values = stream if policy.fail_fast else _kept(stream, finished)
+    chunks = OrderedRun(backend, batcher, policy, tally, progress).chunks()
+    finished: list[list[Any]] = []  # kept only when the run goes on past failures, to report them
+    values = chain.from_iterable(chunks if policy.fail_fast else _kept(chunks, finished))
     try:
         with time_limit(policy.run_timeout):
             result = _step(task, "combine", task.combine, values, params)
@@ -284,11 +232,11 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
         done = sum(tally.attempts.values())
         raise RunTimeout(policy.run_timeout, done, batcher.total, backend.name) from None
     except FailedItems as exc:
-        exc.results = dict(zip(_indices_outside(exc.unfinished, batcher.issued), finished, strict=False))
+        exc.results = dict(zip(_indices_outside(exc.unfinished, batcher.issued),
+                               chain.from_iterable(finished), strict=False))
         raise
     finally:
-        values.close()  # if the limit struck in combine, the batches in flight are cancelled here
-        stream.close()
+        chunks.close()  # if the limit struck in combine, the batches in flight are cancelled here
     compute = time.perf_counter() - began
     return RunRecord(
         task=task.name, params=dataclasses.asdict(params), backend=backend.name,
@@ -315,11 +263,11 @@ def _step(task: Task, step: str, fn: Callable[..., Any], *args: Any) -> Any:
         raise TaskStepError(exc, trace, task.name, step) from exc
 
 
-def _kept(values: Iterator[Any], into: list[Any]) -> Iterator[Any]:
-    """`values`, each also appended to `into` as it passes."""
-    for value in values:
-        into.append(value)
-        yield value
+def _kept(chunks: Iterator[list[Any]], into: list[list[Any]]) -> Iterator[list[Any]]:
+    """`chunks`, each also appended to `into` as it passes."""
+    for chunk in chunks:
+        into.append(chunk)
+        yield chunk
 
 
 def _indices_outside(ranges: Sequence[range], total: int) -> Iterator[int]:
@@ -329,249 +277,6 @@ def _indices_outside(ranges: Sequence[range], total: int) -> Iterator[int]:
         yield from range(start, skipped.start)
         start = max(start, skipped.stop)
     yield from range(start, total)
-
-
-@dataclass
-class Tally:
-    """Where items ran and how many attempts they took, gathered as results arrive."""
-
-    placement: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
-    attempts: Counter[int] = field(default_factory=Counter)
-    extra: dict[str, Any] = field(default_factory=dict)  # the latest value of each key wins
-    retried: Counter[str] = field(default_factory=Counter)  # error type -> batches retried after it
-    # One entry per dead worker, as its errors describe it (a back-end names the worker: its pid,
-    # address, id): all the batches that one death took, however many, count once.
-    lost: set[tuple[Any, ...]] = field(default_factory=set)
-
-    def add(self, result: BatchResult, attempt: int) -> None:
-        self.extra.update(result.extra)
-        self.placement[result.node or result.host][result.pid] += len(result.values)
-        if result.error is None:
-            self.attempts[attempt] += len(result.values)
-
-
-def ordered_values(backend: Backend, batcher: Batcher, policy: Policy, tally: Tally,
-                   progress: Callable[[int], None] | None = None) -> Iterator[Any]:
-    """Run every batch, apply the failure policy, and yield values in item order as they arrive.
-
-    Failed batches that the policy retries are run again in a further pass over the back-end.
-    """
-    waiting: dict[int, tuple[int, Any]] = {}  # finished batches that wait for an earlier one: (start, values)
-    given_up: set[int] = set()  # failed batches skipped over (fail_fast off)
-    unfinished: list[range] = []  # ... and their items
-    failures: list[RunnersError] = []
-    attempts: dict[int, int] = {}
-    in_flight: dict[int, tuple[Batch, float]] = {}  # handed to the back-end, and when
-    following = 0
-    source: Iterable[Batch] = batcher
-    while source:
-        retry: list[Batch] = []
-        results = backend.run(_remembered(source, in_flight))
-        try:
-            for result in results:
-                batch, handed = in_flight.pop(result.batch_id)
-                attempt = attempts[batch.id] = attempts.get(batch.id, 0) + 1
-                batcher.observe(result, time.perf_counter() - handed)
-                tally.add(result, attempt)
-                if result.error is not None:
-                    error = as_exception(result.error, result, attempt)
-                    if policy.should_retry(error, attempt):
-                        retry.append(batch)
-                        tally.retried[type(error).__name__] += 1
-                        if isinstance(error, WorkerLost):
-                            tally.lost.add((error.reason, error.host, None if error.exact
-                                            else tuple(error.items)))
-                        continue
-                    if policy.fail_fast:
-                        raise error
-                    failures.append(error)
-                    given_up.add(batch.id)
-                    unfinished.append(range(batch.start, batch.start + len(batch.items)))
-                else:
-                    waiting[batch.id] = (batch.start, result.values)
-                    if progress is not None:
-                        progress(len(result.values))
-                # A batch given up releases the finished ones that waited behind it, as one that
-                # finished does.
-                while following in waiting or following in given_up:
-                    if following in given_up:
-                        given_up.discard(following)
-                    else:
-                        yield from _unpacked(*waiting.pop(following))
-                    following += 1
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()  # cancels what a back-end still has in flight
-        source = retry
-    if failures:
-        raise FailedItems(failures, batcher.count, unfinished)
-    if following != batcher.count:
-        raise RunnersError(f"the back-end returned {following} of {batcher.count} batches; results were lost")
-
-
-def _unpacked(start: int, values: Iterable[Any]) -> Iterator[Any]:
-    """The values of the batch that begins at item `start`, packed ones unpickled a piece at a time."""
-    if not isinstance(values, PackedValues):
-        yield from values
-        return
-    end = start + len(values)
-    for piece in values.pieces:
-        try:
-            chunk = pickle.loads(piece)
-        except Exception as exc:  # noqa: BLE001 - whatever a value's unpickling raises
-            last = min(start + PIECE_VALUES, end) - 1
-            raise RunnersError(
-                f"items {start}..{last} ran, but one of their values could not be unpickled in the "
-                f"driver ({type(exc).__name__}: {exc}); values must unpickle where the run is: define "
-                "their classes at the top level of an importable module"
-            ) from exc
-        yield from chunk
-        start += len(chunk)
-
-
-def _remembered(batches: Iterable[Batch], in_flight: dict[int, tuple[Batch, float]]) -> Iterator[Batch]:
-    """Pass batches through, noting each one handed to the back-end (so a failure can be retried) and
-    when (so the batcher learns what a round trip costs)."""
-    for batch in batches:
-        in_flight[batch.id] = (batch, time.perf_counter())
-        yield batch
-
-
-def as_exception(error: ItemFailure | RunnersError, result: BatchResult, attempt: int = 1) -> RunnersError:
-    if isinstance(error, ItemFailure) and not isinstance(error.exception, BaseException):
-        return RunnersError(f"the back-end reported a failure of item {error.index} without an exception "
-                            f"(a back-end bug): {error.traceback[-300:]}")
-    if isinstance(error, ItemFailure):
-        exc = error.exception
-        if exc.__traceback__ is None and exc.__cause__ is None:  # it came from another process
-            exc.__cause__ = RemoteTraceback(error.traceback)
-        where = f"{result.node or result.host} pid {result.pid}" if result.pid else ""
-        task_error = TaskError(exc, error.traceback, error.index, error.item, where)
-        task_error.__cause__ = exc
-        error = task_error
-    if attempt > 1:
-        error.args = (f"{error} (attempted {attempt} times)",)
-    return error
-
-
-class Batcher:
-    """Cuts items into batches on demand, sizing each from the item cost measured so far.
-
-    Like joblib's auto batching: start with one item, then aim for batches of TARGET_BATCH_SECONDS,
-    and shrink towards the end so that the last batches spread over all workers, but not below a
-    few times what a round trip costs beyond the work (measured: the back-end's own overhead).
-    Whatever their cost, batches hold at most `max_bytes` of items and values (measured on samples,
-    or on the packed values as they wait in the driver).
-    """
-
-    def __init__(self, items: Sequence[Any] | Iterable[Any], fn: Any, workers: int,
-                 chunksize: int | None, timeout: float | None = None,
-                 max_bytes: int = MAX_BATCH_BYTES) -> None:
-        self.items = items
-        self.max_bytes = max_bytes
-        self.timeout = timeout
-        self.fn = fn
-        self.workers = workers
-        self.chunksize = chunksize
-        self.total = len(items) if isinstance(items, Sized) else None
-        self.issued = 0
-        self.count = 0
-        self.measured = (0.0, 0.0)  # seconds and items of the batches seen, older ones halved each time
-        self.overhead: float | None = None  # the least a batch took beyond its work (round trip - work)
-        self.item_bytes = 0  # a range slice is a few bytes however long: its items cost nothing here
-        self.value_bytes = 0
-
-    def __iter__(self) -> Iterator[Batch]:
-        sequence = self.items if isinstance(self.items, Sequence) else None
-        stream = None if sequence is not None else iter(self.items)
-        while True:
-            size = self.next_size()
-            if isinstance(sequence, range):
-                chunk: Sequence[Any] = sequence[self.issued:self.issued + size]  # a range: pickles in bytes
-            elif sequence is not None:
-                chunk = list(sequence[self.issued:self.issued + size])
-            else:
-                chunk = list(islice(stream, size))
-            if not chunk:
-                return
-            if not isinstance(chunk, range):
-                self.item_bytes = sampled_bytes(chunk)  # the latest: one big item must not pin sizes at 1
-            yield Batch(self.count, self.fn, self.issued, chunk, self.timeout)
-            self.issued += len(chunk)
-            self.count += 1
-
-    def observe(self, result: BatchResult, round_trip: float) -> None:
-        """Learn from a finished batch, which took `round_trip` seconds from hand-over to result."""
-        values = result.values
-        if values:  # what waits in the driver (pickled pieces, or objects): the latest, not the largest
-            packed = isinstance(values, PackedValues)
-            self.value_bytes = values.nbytes // len(values) + 1 if packed else sampled_bytes(values)
-        if result.values and result.seconds > 0:
-            # Weighted by items: the first one-item batches, whose seconds are mostly the timer's and
-            # the call's, must not hold the estimate up while batches of thousands come back.
-            seconds, items = self.measured
-            self.measured = (0.5 * seconds + result.seconds, 0.5 * items + len(result.values))
-        # The least, not an average: a batch that waited behind another in a worker did not cost more.
-        beyond = max(round_trip - result.seconds, 0.0)
-        self.overhead = beyond if self.overhead is None else min(self.overhead, beyond)
-
-    @property
-    def item_seconds(self) -> float | None:
-        """What an item costs, as measured so far; None before the first batch with values."""
-        seconds, items = self.measured
-        return seconds / items if items else None
-
-    def next_size(self) -> int:
-        if self.chunksize is not None:
-            return self.chunksize
-        measured = self.item_seconds
-        if measured is None:
-            return 1
-        cost = max(measured, 1e-9)
-        least = max(MIN_BATCH_SECONDS, OVERHEAD_MULTIPLE * (self.overhead or 0.0))
-        size = int(TARGET_BATCH_SECONDS / cost)  # `least` only stops the shrinking: never above this
-        if self.total is not None:
-            remaining = self.total - self.issued
-            balanced = max(math.ceil(remaining / (2 * self.workers)), int(least / cost))
-            size = min(size, balanced)
-        return max(1, min(size, self.max_bytes // max(self.item_bytes + self.value_bytes, 1)))
-
-
-def sampled_bytes(values: Sequence[Any], samples: int = 5) -> int:
-    """Bytes per element of `values` in memory, from up to `samples` elements spread over it, plus
-    its slot in the list. An estimate, for sizing batches, not an account."""
-    step = max(1, len(values) // samples)
-    picked = [values[i] for i in range(0, len(values), step)][:samples]
-    return max(_footprint(value) for value in picked) + 8
-
-
-ATOMS = (str, bytes, bytearray, int, float, complex, bool, type(None))
-
-
-def _footprint(value: Any, depth: int = 3) -> int:
-    """`value`'s size and, a few levels down, that of what it holds (container elements, dict entries,
-    an object's attributes), each level from up to 16 samples. Anything odd counts as 64 bytes: a
-    user's object may raise from __sizeof__ or from an attribute lookup, and sizing must not fail."""
-    try:
-        numpy = sys.modules.get("numpy")  # not imported here: no numpy loaded, no arrays to size
-        if numpy is not None and isinstance(value, numpy.ndarray):
-            return max(sys.getsizeof(value), value.nbytes)  # a view's getsizeof leaves out the data
-        size = sys.getsizeof(value)
-        if depth == 0 or isinstance(value, ATOMS):
-            return size
-        if isinstance(value, dict):
-            inner, count = [x for pair in islice(value.items(), 16) for x in pair], 2 * len(value)
-        elif isinstance(value, tuple | list | set | frozenset):
-            inner, count = list(islice(value, 16)), len(value)
-        elif isinstance(getattr(value, "__dict__", None), dict):
-            inner, count = list(islice(vars(value).values(), 16)), len(vars(value))
-        else:
-            return size
-        held = sum(_footprint(v, depth - 1) for v in inner)
-        return size + held * count // max(len(inner), 1)
-    except Exception:  # noqa: BLE001 - see the docstring
-        return 64
 
 
 def ensure_picklable(fn: Any, task: str) -> None:
