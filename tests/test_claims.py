@@ -208,7 +208,7 @@ def test_the_batch_file_names_only_claims_of_the_table(tmp_path):
     bad = tmp_path / "b.yaml"
     bad.write_text("experiments: [{name: a, task: tiny, document: {claims: [threads-help-oi]}}]\n")
     with pytest.raises(runners.ConfigError) as caught:
-        runners.load_batch(bad)
+        runners.load_matrix(bad)
     assert "unknown claim 'threads-help-oi' (did you mean 'threads-help-io'?)" in str(caught.value)
 
 

@@ -223,7 +223,7 @@ def test_approaches_that_did_not_run_say_so_and_a_found_interpreter_fills_the_fr
 
 def test_the_seed_tables_summary_is_one_experiment_of_four_parts():
     for quick in (False, True):
-        spec = runners.load_batch(ROOT / "conf" / "seed-tables.yaml", quick=quick)
+        spec = runners.load_matrix(ROOT / "conf" / "seed-tables.yaml", quick=quick)
         parts = [e for e in spec.experiments if e.get("section") == "summary"]
         assert [e["part"] for e in parts] == ["cpu", "io", "data", "free-threaded"]
         io = [c for c in spec.cells if c.experiment == "summary.io"]
@@ -248,7 +248,7 @@ def test_bad_parts_and_backend_entries_name_the_key(tmp_path, text, error):
     path = tmp_path / "b.yaml"
     path.write_text(f"experiments:\n  - name: x\n    {text}\n")
     with pytest.raises(runners.ConfigError) as caught:
-        runners.load_batch(path)
+        runners.load_matrix(path)
     assert error in str(caught.value)
 
 

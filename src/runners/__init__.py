@@ -20,7 +20,6 @@ from ._backend import (
     usable_cpus,
     worker_environment,
 )
-from ._batch import load_batch, read_results, run_batch_file
 from ._config import job_from_sources, parse_sets, read_yaml
 from ._engine import DEFAULT_SEED, Job, Plan, RunRecord, Timings, plan, run, run_on
 from ._errors import (
@@ -39,6 +38,7 @@ from ._errors import (
     WorkerLost,
     signal_name,
 )
+from ._matrix_run import load_matrix, read_results, run_matrix
 from ._memory import PeakMemory, tree_mb
 from ._peer import split_address, what_answers
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
@@ -85,7 +85,7 @@ __all__ = [
     "job_from_sources",
     "keep_signal_handlers",
     "load_backend",
-    "load_batch",
+    "load_matrix",
     "load_task",
     "make_report",
     "param",
@@ -97,7 +97,7 @@ __all__ = [
     "read_yaml",
     "run",
     "run_batch",
-    "run_batch_file",
+    "run_matrix",
     "run_on",
     "run_pickled_batch",
     "scratch_folder",

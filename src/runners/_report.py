@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._batch import META, PLOTS, write_text
 from ._claims import BY_ID, Judgement, judge
 from ._document import HEADERS, params_text, row_cells
 from ._errors import RunnersError
@@ -33,6 +32,7 @@ from ._evidence import (
     rows_of,
 )
 from ._html import html
+from ._matrix_run import META, PLOTS, write_text
 from ._outputs import csv_text, markdown, print_report
 from ._results import RESULTS, read_results
 from ._summary import Summary, build

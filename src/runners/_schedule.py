@@ -17,8 +17,8 @@ import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from ._batchspec import COLD, SHARED, BatchSpec, Cell
 from ._evidence import BASELINE
+from ._matrix import COLD, SHARED, Cell, Matrix
 
 ORDER = ("runs are ordered in rounds: each round runs every cell of a window once, in a shuffled order; "
          "distributed back-ends (busy even when idle) get a window of their own with the serial baseline "
@@ -44,21 +44,21 @@ class Window:
         return {cell.group: cell for cell, _ in reversed(self.runs)} if self.reuse else {}
 
 
-def windows(spec: BatchSpec, done: Collection[tuple[str, int]] = ()) -> list[Window]:
+def windows(matrix: Matrix, done: Collection[tuple[str, int]] = ()) -> list[Window]:
     """The windows of the runs still to do, in batch order: experiment by experiment, shared first."""
     made: list[Window] = []
     taken = set(done)
-    for experiment in spec.experiments:
+    for experiment in matrix.experiments:
         name = experiment["name"]
-        cells = [c for c in spec.cells if c.experiment == name]
+        cells = [c for c in matrix.cells if c.experiment == name]
         order = sorted(dict.fromkeys(c.window for c in cells), key=lambda w: w != SHARED)
         for window_name in order:
             members = [c for c in cells if c.window == window_name]
             window = Window(name, window_name, window_name != COLD)
-            for repeat in range(spec.repeats[name]):
+            for repeat in range(matrix.repeats[name]):
                 runs = [(cell, repeat) for cell in members if (cell.key, repeat) not in done]
-                runs += _baselines_again(members, runs, taken, spec.repeats[name])
-                random.Random(f"{spec.seed}/{name}/{window_name}/{repeat}").shuffle(runs)
+                runs += _baselines_again(members, runs, taken, matrix.repeats[name])
+                random.Random(f"{matrix.seed}/{name}/{window_name}/{repeat}").shuffle(runs)
                 if runs:
                     window.rounds.append(runs)
             if window.rounds:

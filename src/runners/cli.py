@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from ._batch import read_results, run_batch_file
 from ._config import job_from_sources
 from ._engine import Job, RunRecord, run
 from ._errors import (
@@ -24,6 +23,7 @@ from ._errors import (
     WorkerLost,
     short_repr,
 )
+from ._matrix_run import read_results, run_matrix
 from ._progressbar import ProgressBar
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report, print_report
@@ -126,7 +126,7 @@ def batch_command(config: str, out: str | None, quick: bool, fresh: bool, dry_ru
     """Run the matrix of a batch file (resuming what a previous run left), then report."""
     resume = "the finished runs are kept; run the same command again to resume"
     with _errors("batch", resume), signals_end_the_run():
-        outcome = run_batch_file(config, out=out, quick=quick, dry_run=dry_run, fresh=fresh, echo=click.echo)
+        outcome = run_matrix(config, out=out, quick=quick, dry_run=dry_run, fresh=fresh, echo=click.echo)
     if dry_run:
         return
     for note in outcome.notes:

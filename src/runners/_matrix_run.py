@@ -1,11 +1,12 @@
-"""Running a batch: windows of back-ends, rounds of runs, the headroom beside each, records as runs end.
+"""Running a matrix (`runners batch`): windows of back-ends, rounds of runs, the headroom beside each,
+records as runs end.
 
 Each run is a run of the same engine as `runners exec` (`plan` then `run_on`). A window's back-ends are
 started once and reused by every run of the window, their start-up recorded apart; an experiment with
 `reuse: false` starts one per run, as a user timing a cold pool would. Before each round the 2-process
 headroom is measured and stored with the round's records, so the report can tell a quiet machine from
 a busy one. Records go to OUT/results.jsonl as each run ends (`_results`): a rerun skips what is done,
-`--fresh` starts over, and one batch at a time may write to a folder. An experiment with `memory: true`
+`--fresh` starts over, and one matrix run at a time may write to a folder. An experiment with `memory: true`
 (whose back-ends each have a window of their own) also records, per run, the peak memory of this
 process and the processes it started since the window began (its back-end's), beyond what this
 process held then: helpers started before (the headroom's spinners) are not the back-end's.
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ._backend import Backend
-from ._batchspec import BatchSpec, Cell, load_batch
 from ._engine import plan, run, run_on
 from ._errors import ConfigError, RunnersError
+from ._matrix import Cell, Matrix, load_matrix
 from ._memory import KIND, PeakMemory, tree_mb, tree_pids
 from ._results import RESULTS, FolderLock, ResultsStore, StoreFull, read_results
 from ._schedule import ORDER, Window, windows
@@ -40,7 +41,7 @@ PLOTS = "plots"
 
 
 @dataclass
-class BatchOutcome:
+class MatrixOutcome:
     out: Path
     ran: int = 0
     already: int = 0
@@ -48,46 +49,47 @@ class BatchOutcome:
     failed: int = 0  # back-end groups that failed (each has a note); a rerun resumes them
 
 
-def run_batch_file(path: str | Path, out: str | Path | None = None, quick: bool = False,
-                   dry_run: bool = False, fresh: bool = False, echo: Callable[[str], None] = print,
-                   show_progress: bool = True) -> BatchOutcome:
-    """Run (or resume) a batch file; returns where the results are. Ctrl-C keeps finished records."""
-    spec = load_batch(path, quick, out)
+def run_matrix(path: str | Path, out: str | Path | None = None, quick: bool = False,
+               dry_run: bool = False, fresh: bool = False, echo: Callable[[str], None] = print,
+               show_progress: bool = True) -> MatrixOutcome:
+    """Run (or resume) a matrix file (`runners batch`); returns where the results are. Ctrl-C keeps
+    finished records."""
+    matrix = load_matrix(path, quick, out)
     skipped = [f"skipped {s['backend']} x{s['workers']} in {s['experiment']}: {s['reason']}"
-               for s in spec.skipped]
+               for s in matrix.skipped]
     if dry_run:
-        return _dry_run(spec, fresh, skipped, echo)
+        return _dry_run(matrix, fresh, skipped, echo)
     try:
-        spec.out.mkdir(parents=True, exist_ok=True)
-        (spec.out / RESULTS).touch()  # fail now, not after the first cell ran
+        matrix.out.mkdir(parents=True, exist_ok=True)
+        (matrix.out / RESULTS).touch()  # fail now, not after the first cell ran
     except OSError as exc:
-        raise ConfigError(f"output folder {str(spec.out)!r} cannot be written ({exc.strerror or exc}); "
+        raise ConfigError(f"output folder {str(matrix.out)!r} cannot be written ({exc.strerror or exc}); "
                           "choose another with --out") from exc
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if show_progress else (lambda line: None)
-    with FolderLock(spec.out):
+    with FolderLock(matrix.out):
         if fresh:
-            _start_over(spec.out)
-        done = {(r["cell"], r["repeat"]) for r in read_results(spec.out / RESULTS, repair=True)}
-        todo = windows(spec, done)
-        outcome = BatchOutcome(spec.out, already=len(done))
-        _write_meta(spec)
-        progress = _Progress([c for w in todo for c, _ in w.runs], spec.repeats, say)
-        with ResultsStore(spec.out / RESULTS) as store, Headroom() as headroom:
-            ctx = _Context(spec, store, headroom, progress, outcome, f"{os.getpid()}-{time.time():.0f}")
+            _start_over(matrix.out)
+        done = {(r["cell"], r["repeat"]) for r in read_results(matrix.out / RESULTS, repair=True)}
+        todo = windows(matrix, done)
+        outcome = MatrixOutcome(matrix.out, already=len(done))
+        _write_meta(matrix)
+        progress = _Progress([c for w in todo for c, _ in w.runs], matrix.repeats, say)
+        with ResultsStore(matrix.out / RESULTS) as store, Headroom() as headroom:
+            ctx = _Context(matrix, store, headroom, progress, outcome, f"{os.getpid()}-{time.time():.0f}")
             for window in todo:
                 _run_window(window, ctx)
-        _write_meta(spec, outcome.notes)
+        _write_meta(matrix, outcome.notes)
     outcome.notes = skipped + outcome.notes
     return outcome
 
 
 @dataclass
 class _Context:
-    spec: BatchSpec
+    matrix: Matrix
     store: ResultsStore
     headroom: Headroom
     progress: _Progress
-    outcome: BatchOutcome
+    outcome: MatrixOutcome
     session: str  # this invocation of the batch: a resumed batch's records carry another
 
 
@@ -103,35 +105,46 @@ def _run_window(window: Window, ctx: _Context) -> None:
     try:
         for group, cell in window.groups().items():
             try:
-                backend = plan(cell.job()).make_backend()
-                began = time.perf_counter()
-                backend.__enter__()
-                started[group] = (backend, time.perf_counter() - began)
+                started[group] = _start(cell)
             except RunnersError as exc:
                 _failed(ctx, window, cell, exc, failed)
         for number, runs in enumerate(window.rounds):
-            room = ctx.headroom.measure()
+            state = {"window": window.name, "round": number, "headroom": round(ctx.headroom.measure(), 3),
+                     "session": ctx.session}
             for cell, repeat in runs:
                 if cell.group in failed:
                     ctx.progress.skip()
-                    continue
-                ctx.progress.start(cell, repeat)
-                state = {"window": window.name, "round": number, "headroom": round(room, 3),
-                         "session": ctx.session}
-                try:
-                    record = _one_run(cell, repeat, started, state, ctx, memory)
-                except StoreFull:
-                    raise
-                except RunnersError as exc:  # a broken back-end loses its runs, not the batch
-                    _failed(ctx, window, cell, exc, failed)
-                    if cell.group in started:
-                        _stop(started.pop(cell.group)[0])
-                    continue
-                ctx.progress.finish(cell, record["wall"])
-                ctx.outcome.ran += 1
+                else:
+                    _run_cell(cell, repeat, window, started, failed, state, ctx, memory)
     finally:
         for backend, _ in started.values():
             _stop(backend)
+
+
+def _start(cell: Cell) -> tuple[Backend, float]:
+    """The cell's back-end, started, and the seconds its start took."""
+    backend = plan(cell.job()).make_backend()
+    began = time.perf_counter()
+    backend.__enter__()
+    return backend, time.perf_counter() - began
+
+
+def _run_cell(cell: Cell, repeat: int, window: Window, started: dict[str, tuple[Backend, float]],
+              failed: set[str], state: dict[str, Any], ctx: _Context,
+              memory: tuple[frozenset[int], float] | None) -> None:
+    """One run of `cell`, recorded; a broken back-end loses its group's runs, not the batch."""
+    ctx.progress.start(cell, repeat)
+    try:
+        record = _one_run(cell, repeat, started, state, ctx, memory)
+    except StoreFull:
+        raise
+    except RunnersError as exc:
+        _failed(ctx, window, cell, exc, failed)
+        if cell.group in started:
+            _stop(started.pop(cell.group)[0])
+        return
+    ctx.progress.finish(cell, record["wall"])
+    ctx.outcome.ran += 1
 
 
 def _one_run(cell: Cell, repeat: int, started: dict[str, tuple[Backend, float]], state: dict[str, Any],
@@ -153,8 +166,8 @@ def _one_run(cell: Cell, repeat: int, started: dict[str, tuple[Backend, float]],
     record.update(state)
     record.update({
         "experiment": cell.experiment, "cell": cell.key, "repeat": repeat, "label": cell.label,
-        "chunksize_label": cell.chunk_label, "beside": cell.beside, "profile": ctx.spec.profile,
-        "backend_startup": startup, "cell_params": cell.params, "position": ctx.spec.cells.index(cell),
+        "chunksize_label": cell.chunk_label, "beside": cell.beside, "profile": ctx.matrix.profile,
+        "backend_startup": startup, "cell_params": cell.params, "position": ctx.matrix.cells.index(cell),
         "started_at": began, "finished_at": _now(),
         "sample": {"items": cell.sample["items"], "of": cell.sample["of"]} if cell.sample else None,
     })
@@ -172,16 +185,16 @@ def _stop(backend: Backend) -> None:
     backend.__exit__(None, None, None)
 
 
-def _dry_run(spec: BatchSpec, fresh: bool, skipped: list[str], echo: Callable[[str], None]) -> BatchOutcome:
+def _dry_run(matrix: Matrix, fresh: bool, skipped: list[str], echo: Callable[[str], None]) -> MatrixOutcome:
     """The number of cells and runs, and for each cell every option and parameter that sets it apart."""
-    done = set() if fresh else {(r["cell"], r["repeat"]) for r in read_results(spec.out / RESULTS)}
-    todo = windows(spec, done)
-    runs = sum(spec.repeats[c.experiment] for c in spec.cells)
-    echo(f"{spec.name} ({spec.profile} profile): {len(spec.experiments)} experiments, {len(spec.cells)} "
-         f"cells, {runs} runs, {sum(len(w.runs) for w in todo)} to do in {len(todo)} windows; "
-         f"results in {spec.out}")
-    base = {e["name"]: e for e in spec.experiments}
-    for cell in spec.cells:
+    done = set() if fresh else {(r["cell"], r["repeat"]) for r in read_results(matrix.out / RESULTS)}
+    todo = windows(matrix, done)
+    runs = sum(matrix.repeats[c.experiment] for c in matrix.cells)
+    echo(f"{matrix.name} ({matrix.profile} profile): {len(matrix.experiments)} experiments, "
+         f"{len(matrix.cells)} cells, {runs} runs, {sum(len(w.runs) for w in todo)} to do in "
+         f"{len(todo)} windows; results in {matrix.out}")
+    base = {e["name"]: e for e in matrix.experiments}
+    for cell in matrix.cells:
         left = sum(1 for w in todo for c, _ in w.runs if c is cell)
         varied = {k: cell.params[k] for k in base[cell.experiment]["varied"]}
         parts = [f"{cell.experiment}: {cell.group}", f"chunksize={cell.chunk_label}"]
@@ -190,10 +203,10 @@ def _dry_run(spec: BatchSpec, fresh: bool, skipped: list[str], echo: Callable[[s
             parts.append(f"sample {_params(cell.sample['params'])} of {cell.sample['of']:,} items")
         if cell.beside:
             parts.append(f"baseline beside {cell.beside}")
-        echo(f"  {', '.join(parts)}: {left}/{spec.repeats[cell.experiment]} to run")
+        echo(f"  {', '.join(parts)}: {left}/{matrix.repeats[cell.experiment]} to run")
     for note in skipped:
         echo(note)
-    return BatchOutcome(spec.out, already=runs - sum(len(w.runs) for w in todo))
+    return MatrixOutcome(matrix.out, already=runs - sum(len(w.runs) for w in todo))
 
 
 def _params(params: dict[str, Any]) -> str:
@@ -212,11 +225,11 @@ def _start_over(out: Path) -> None:
             plots.rmdir()
 
 
-def _write_meta(spec: BatchSpec, notes: Sequence[str] = ()) -> None:
-    meta = {"name": spec.name, "source": spec.source, "profile": spec.profile, "order": ORDER,
-            "experiments": spec.experiments, "skipped": spec.skipped, "notes": list(notes),
+def _write_meta(matrix: Matrix, notes: Sequence[str] = ()) -> None:
+    meta = {"name": matrix.name, "source": matrix.source, "profile": matrix.profile, "order": ORDER,
+            "experiments": matrix.experiments, "skipped": matrix.skipped, "notes": list(notes),
             "system": system_info()}
-    write_text(spec.out / META, json.dumps(meta, indent=2, default=repr) + "\n")
+    write_text(matrix.out / META, json.dumps(meta, indent=2, default=repr) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
@@ -282,4 +295,4 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
-__all__ = ["META", "BatchOutcome", "read_results", "run_batch_file", "load_batch", "write_text"]
+__all__ = ["META", "MatrixOutcome", "read_results", "run_matrix", "load_matrix", "write_text"]

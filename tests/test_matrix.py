@@ -40,9 +40,9 @@ def records(out: Path) -> list[dict]:
 
 
 def test_cells_are_the_matrix_with_serial_collapsed_to_one_worker(tmp_path):
-    spec = runners.load_batch(write(tmp_path), out=tmp_path / "out")
-    assert [(c.backend, c.workers) for c in spec.cells] == [("serial", 1), ("threads", 1), ("threads", 2)]
-    assert spec.repeats == {"sleepy": 2}
+    matrix = runners.load_matrix(write(tmp_path), out=tmp_path / "out")
+    assert [(c.backend, c.workers) for c in matrix.cells] == [("serial", 1), ("threads", 1), ("threads", 2)]
+    assert matrix.repeats == {"sleepy": 2}
 
 
 def test_batch_resumes_after_sigkill_with_exact_records_and_no_duplicates(tmp_path):
@@ -79,12 +79,12 @@ def check_planned_and_extra(final: list[dict], cells: int = 3) -> None:
 
 def test_a_torn_last_line_is_dropped_and_rerun(tmp_path):
     config, out = write(tmp_path), tmp_path / "out"
-    runners.run_batch_file(config, out=out, show_progress=False)
+    runners.run_matrix(config, out=out, show_progress=False)
     lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
     (out / "results.jsonl").write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
     assert len(runners.read_results(out / "results.jsonl")) == 5
     dropped = json.loads(lines[-1])
-    outcome = runners.run_batch_file(config, out=out, show_progress=False)
+    outcome = runners.run_matrix(config, out=out, show_progress=False)
     # the dropped run again, and, unless it was the baseline, the baseline again beside it
     assert (outcome.ran, outcome.already) == (1 if dropped["backend"] == "serial" else 2, 5)
     final = records(out)
@@ -94,13 +94,13 @@ def test_a_torn_last_line_is_dropped_and_rerun(tmp_path):
 def test_a_run_resumed_an_hour_later_is_paired_with_a_baseline_run_beside_it(tmp_path):
     one_pair = BATCH.replace("workers: [1, 2]", "workers: [2]")
     config, out = write(tmp_path, one_pair), tmp_path / "out"
-    runners.run_batch_file(config, out=out, show_progress=False)
+    runners.run_matrix(config, out=out, show_progress=False)
     kept = [r for r in records(out) if not (r["backend"] == "threads" and r["repeat"] == 1)]
     for r in kept:  # as if the first session ran an hour ago
         for key in ("started_at", "finished_at"):
             r[key] = (datetime.datetime.fromisoformat(r[key]) - datetime.timedelta(hours=1)).isoformat()
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    outcome = runners.run_batch_file(config, out=out, show_progress=False)
+    outcome = runners.run_matrix(config, out=out, show_progress=False)
     assert outcome.ran == 2  # threads x2 repeat 1, and serial once more beside it
     final = records(out)
     check_planned_and_extra(final, cells=2)
@@ -110,7 +110,7 @@ def test_a_run_resumed_an_hour_later_is_paired_with_a_baseline_run_beside_it(tmp
 
 def test_dry_run_prints_the_counts_and_what_sets_each_cell_apart_and_runs_nothing(tmp_path):
     lines: list[str] = []
-    runners.run_batch_file(write(tmp_path), out=tmp_path / "out", dry_run=True, echo=lines.append)
+    runners.run_matrix(write(tmp_path), out=tmp_path / "out", dry_run=True, echo=lines.append)
     assert lines[0] == (f"small (full profile): 1 experiments, 3 cells, 6 runs, 6 to do in 1 windows; "
                         f"results in {tmp_path / 'out'}")
     assert lines[1:] == ["  sleepy: serial x1, chunksize=auto: 2/2 to run",
@@ -138,14 +138,14 @@ def test_dry_run_of_the_sweep_names_every_option_and_param_that_differs():
 ])
 def test_bad_batch_files_name_file_key_and_value(tmp_path, text, message):
     with pytest.raises(runners.ConfigError) as caught:
-        runners.load_batch(write(tmp_path, text))
+        runners.load_matrix(write(tmp_path, text))
     assert message in str(caught.value) and "batch.yaml" in str(caught.value)
 
 
 def test_rule_of_thumb_chunksize_is_len_over_four_workers(tmp_path):
-    spec = runners.load_batch(write(tmp_path, "experiments: [{name: c, task: tiny, params: {n: 1000}, "
+    matrix = runners.load_matrix(write(tmp_path, "experiments: [{name: c, task: tiny, params: {n: 1000}, "
                                               "backends: [threads], workers: [2], chunksize: [rule]}]"))
-    assert spec.cells[0].chunksize == 1000 // (2 * 4)
+    assert matrix.cells[0].chunksize == 1000 // (2 * 4)
 
 
 QUICK_TITLES = ["1. Monte Carlo pi, 4,000,000 samples", "2. is_prime over 100,000..200,000",
@@ -161,12 +161,12 @@ QUICK_TITLES = ["1. Monte Carlo pi, 4,000,000 samples", "2. is_prime over 100,00
 
 
 def test_quick_titles_and_params_state_the_sizes_that_run():
-    spec = runners.load_batch(ROOT / "conf" / "seed-tables.yaml", quick=True)
-    titles = [e["title"] for e in spec.experiments]
+    matrix = runners.load_matrix(ROOT / "conf" / "seed-tables.yaml", quick=True)
+    titles = [e["title"] for e in matrix.experiments]
     assert all(t.startswith(q) for t, q in zip(titles, QUICK_TITLES, strict=True)), titles
-    pi = next(e for e in spec.experiments if e["name"] == "pi")
+    pi = next(e for e in matrix.experiments if e["name"] == "pi")
     assert pi["params"] == {"samples": 4_000_000, "item_samples": 200_000, "method": "python"}
-    full = runners.load_batch(ROOT / "conf" / "seed-tables.yaml")
+    full = runners.load_matrix(ROOT / "conf" / "seed-tables.yaml")
     assert full.experiments[0]["title"] == "1. Monte Carlo pi, 50,000,000 samples"
 
 
@@ -272,9 +272,9 @@ def test_distributed_back_ends_get_windows_of_their_own_with_the_baseline_beside
     for name in ("dask", "mpi"):
         if not runners.backend_status(name)[0]:
             pytest.skip(f"{name} is not installed")
-    spec = runners.load_batch(write(tmp_path, "repeats: 2\nexperiments: [{name: e, task: tiny, backends: "
+    matrix = runners.load_matrix(write(tmp_path, "repeats: 2\nexperiments: [{name: e, task: tiny, backends: "
                                               "[serial, threads, dask, mpi], workers: [1, 2]}]"))
-    made = windows(spec)
+    made = windows(matrix)
     assert [w.name for w in made] == ["shared", "dask x1", "dask x2", "mpi x1", "mpi x2"]
     shared = made[0]
     assert sorted(c.group for c, _ in shared.rounds[0]) == ["serial x1", "threads x1", "threads x2"]
@@ -283,16 +283,16 @@ def test_distributed_back_ends_get_windows_of_their_own_with_the_baseline_beside
         for runs in window.rounds:
             assert sorted((c.group, c.beside) for c, _ in runs) == sorted(
                 [(window.name, None), ("serial x1", window.name)])
-    assert len({c.key for c in spec.cells}) == len(spec.cells) == 3 + 4 * 2
+    assert len({c.key for c in matrix.cells}) == len(matrix.cells) == 3 + 4 * 2
 
 
 def test_fresh_starts_over_and_keeps_nothing_of_the_earlier_results(tmp_path):
     config, out = write(tmp_path), tmp_path / "out"
-    runners.run_batch_file(config, out=out, show_progress=False)
+    runners.run_matrix(config, out=out, show_progress=False)
     runners.make_report(out)
     (out / "mine.txt").write_text("a user's file is not the batch's to remove")
     first = records(out)
-    outcome = runners.run_batch_file(config, out=out, fresh=True, show_progress=False)
+    outcome = runners.run_matrix(config, out=out, fresh=True, show_progress=False)
     assert (outcome.ran, outcome.already) == (6, 0)
     again = records(out)
     assert len(again) == 6 and {r["started_at"] for r in again}.isdisjoint(r["started_at"] for r in first)
