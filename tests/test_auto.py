@@ -93,7 +93,8 @@ def test_cli_text_says_it_went_parallel_and_why():
 
 
 def test_cli_text_says_it_stayed_serial_and_why():
-    done = run_cli("exec", "tiny", "--backend", "auto", "--workers", "2", "--set", "n=200000")
+    # enough tiny items that measuring them takes longer than the probe (20 ms), on a fast machine too
+    done = run_cli("exec", "tiny", "--backend", "auto", "--workers", "2", "--set", "n=2000000")
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith("auto "))
     assert line.startswith("auto     chose serial: measured "), line

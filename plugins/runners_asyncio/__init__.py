@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import socket
 import threading
 import time
-import traceback
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from runners import Backend, Batch, BatchResult, ItemFailure, param, portable_exception, stream_futures
+from runners.backend import Backend, Batch, BatchResult, Futures, in_flight, item_failure, param
 
 
 @dataclass(frozen=True)
@@ -47,12 +45,10 @@ async def run_batch_async(batch: Batch, limit: asyncio.Semaphore) -> BatchResult
     error = None
     for offset, (ok, value) in enumerate(outcomes):
         if not ok:  # like run_batch: keep the values before the first failing item, report that item
-            error = ItemFailure(batch.start + offset, batch.items[offset], portable_exception(value),
-                                "".join(traceback.format_exception(value)))
+            error = item_failure(batch, offset, value)
             break
         values.append(value)
-    host = socket.gethostname()
-    return BatchResult(batch.id, values, error, host, os.getpid(), time.perf_counter() - began, host)
+    return BatchResult.here(batch.id, values, error, time.perf_counter() - began)
 
 
 class AsyncioBackend(Backend):
@@ -65,29 +61,28 @@ class AsyncioBackend(Backend):
 
     def start(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="runners-asyncio", daemon=True)
-        self._thread.start()
+        self.on_shutdown(self._loop.close)
+        thread = threading.Thread(target=self._loop.run_forever, name="runners-asyncio", daemon=True)
+        thread.start()
+        self.on_shutdown(_stop, self._loop, thread)
         limit = self.options.concurrency or self.workers
         # The semaphore must be made inside the loop that uses it.
         self._limit = asyncio.run_coroutine_threadsafe(_semaphore(limit), self._loop).result()
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        def submit(batch: Batch):
+        def submit(batch: Batch) -> Future:
             return asyncio.run_coroutine_threadsafe(run_batch_async(batch, self._limit), self._loop)
 
         # Enough batches in flight to keep `concurrency` items waiting even when batches are small.
-        in_flight = max(2, 2 * (self.options.concurrency or self.workers))
-        return stream_futures(submit, batches, in_flight, self.name)
+        limit = max(2, 2 * (self.options.concurrency or self.workers))
+        return in_flight(Futures(submit, self.name), batches, limit)
 
-    def shutdown(self) -> None:
-        loop = getattr(self, "_loop", None)
-        if loop is None or loop.is_closed():
-            return
-        if loop.is_running():
-            asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(timeout=10)
-        loop.close()
+
+def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Cancel every coroutine of `loop`, then stop it and its thread."""
+    asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
 
 
 async def _semaphore(limit: int) -> asyncio.Semaphore:

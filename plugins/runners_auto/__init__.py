@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from runners import Backend, Batch, BatchResult, ConfigError, load_backend, param, run_batch
+from runners.backend import Backend, Batch, BatchResult, ConfigError, load_backend, param, run_batch
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,10 @@ class AutoBackend(Backend):
 
     name = "auto"
     Options = AutoOptions
-    separate_processes = True  # it may hand items to processes: the engine checks they pickle
+    separate_processes = True  # it may hand items to processes
+    pickles_items = True  # ... so the engine checks that they pickle
+    # lost_items None: until it hands over, items run in the driver (as serial); after, its parallel
+    # back-end's guarantees hold
 
     def start(self) -> None:
         self._parallel: Backend | None = None
@@ -106,7 +109,8 @@ class AutoBackend(Backend):
             return
         began = time.perf_counter()
         backend = load_backend(parallel)(None, self.workers)
-        backend.__enter__()  # started here, shut down in shutdown(); shuts itself down if start fails
+        backend.__enter__()  # shuts itself down if its start fails
+        self.on_shutdown(backend.shutdown)
         self._parallel = backend
         self.parallel_startup = time.perf_counter() - began
         self.choice = backend.name
@@ -131,12 +135,6 @@ class AutoBackend(Backend):
                     "parallel_startup": 0.0}
         return {"choice": self.choice, "reason": self.reason,
                 "parallel_startup": round(self.parallel_startup, 4)}
-
-    def shutdown(self) -> None:
-        parallel = getattr(self, "_parallel", None)
-        if parallel is not None:
-            self._parallel = None
-            parallel.shutdown()
 
 
 def seconds(value: float) -> str:

@@ -4,31 +4,34 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import queue
 import re
 import shutil
 import socket
 import sys
 import sysconfig
-import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from runners import (
+from runners.backend import (
     Backend,
     Batch,
     BatchResult,
     ConfigError,
-    ItemFailure,
+    Handles,
+    Parcel,
     RunnersError,
     WorkerLost,
+    in_flight,
     param,
-    portable_exception,
+    pickle_batch,
     run_batch,
+    run_pickled_batch,
     scratch_folder,
+    transport_failure,
     worker_environment,
 )
 
@@ -73,11 +76,12 @@ def _ready() -> bool:
     return True  # unpickling this function imports runners_dask, and so runners, on the worker
 
 
-def run_on_worker(batch: Batch, pack: bool) -> BatchResult:
-    """`run_batch`, labelled with the dask worker's address so placement shows workers, not hosts."""
+def run_on_worker(work: Batch | Parcel) -> BatchResult:
+    """`run_batch` (`run_pickled_batch` for a batch that travelled), labelled with the dask worker's
+    address so placement shows workers, not hosts."""
     from distributed import get_worker
 
-    result = run_batch(batch, pack=pack)
+    result = run_pickled_batch(work) if isinstance(work, Parcel) else run_batch(work)
     result.node = get_worker().address
     return result
 
@@ -91,12 +95,17 @@ class DaskBackend(Backend):
     name = "dask"
     Options = DaskOptions
     requires = ("distributed",)
-    extra = "dask"
-    separate_processes = True  # with processes=false too: remote clusters need pickling anyway
+    install = "pip install 'runners[dask]'"
+    separate_processes = True
+    pickles_items = True  # with processes=false too: remote clusters need pickling anyway
     distributed = True
+    # KilledWorker for each batch the dead worker held. (With processes=false the workers are threads
+    # of the driver, whose crash ends the run: the guarantees below are those of the default.)
+    lost_items = "batch"
+    items_by_value = True  # batches are cloudpickled, as dask sends functions
+    startup_seconds = 25.0  # a LocalCluster: 3-5 s alone, 20 s beside other work
 
     def start(self) -> None:
-        self._client = self._cluster = None
         self._shipped: set[str] = set()
         if self.options.address is None:
             self._start_local_cluster()
@@ -111,12 +120,14 @@ class DaskBackend(Backend):
 
         address, timeout = self.options.address, self.options.connect_timeout
         check_scheduler(address, timeout)
+        client = None
         try:
             with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
-                self._client = Client(address, timeout=timeout, set_as_default=False)
-            self._client.wait_for_workers(1, timeout=timeout)
+                client = self._client = Client(address, timeout=timeout, set_as_default=False)
+            self.on_shutdown(client.close)  # the cluster we joined keeps running
+            client.wait_for_workers(1, timeout=timeout)
         except (OSError, TimeoutError) as exc:
-            problem = f"has no workers after {timeout:g} s" if self._client is not None else "did not answer"
+            problem = f"has no workers after {timeout:g} s" if client is not None else "did not answer"
             raise RunnersError(
                 f"the dask scheduler at {address!r} {problem} ({exc}); start it "
                 f"with `dask scheduler` and workers with `dask worker {address}`, or fix the address"
@@ -132,10 +143,11 @@ class DaskBackend(Backend):
         # Workers' scratch space (spilled data, locks) in a folder of this run's, removed at shut-down
         # (or by the next run's sweep, if this one is SIGKILLed); dask's default,
         # TMPDIR/dask-scratch-space, is left behind.
-        self._temp = scratch_folder("dask")
+        temp = scratch_folder("dask")
+        self.on_shutdown(shutil.rmtree, temp, ignore_errors=True)
         with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                              "temporary-directory": self._temp}):  # the scheduler's scratch space
-            self._cluster = LocalCluster(local_directory=self._temp,
+                              "temporary-directory": temp}):  # the scheduler's scratch space
+            self._cluster = LocalCluster(local_directory=temp,
                 n_workers=self.workers, threads_per_worker=1, processes=self.options.processes,
                 # threads talk in-process (inproc://), which takes no host
                 host=_host(self.options.bind) if self.options.processes else None,
@@ -150,7 +162,9 @@ class DaskBackend(Backend):
                 # port, and add the dashboard only when asked.
                 scheduler_kwargs={"dashboard": self.options.dashboard is not None,
                                   "dashboard_address": self.options.dashboard or "127.0.0.1:0"})
+        self.on_shutdown(self._cluster.close)
         self._client = Client(self._cluster, set_as_default=False)
+        self.on_shutdown(self._client.close)
         if self.options.bind != LOOPBACK:  # a logging warning: one plain line on stderr, stdout untouched
             logging.getLogger(__name__).warning(
                 "runners: the dask LocalCluster of this run listens on %s (scheduler %s, and its "
@@ -160,57 +174,10 @@ class DaskBackend(Backend):
                 self._cluster.scheduler_address)
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        from distributed import as_completed
-
-        in_flight = self.options.in_flight or 2 * self.workers
-        run_id = uuid.uuid4().hex[:8]
-        pending: dict[Any, Batch] = {}
-        finished = as_completed(loop=self._client.loop)
         travels = self.options.processes or self.options.address is not None  # else: threads here
-
-        def submit(batch: Batch) -> None:
-            if self.options.address is not None:
-                self._ship(batch.fn)
-            future = self._client.submit(run_on_worker, batch, travels, pure=False,
-                                         key=f"runners-{run_id}-batch-{batch.id}")
-            pending[future] = batch
-            finished.add(future)
-
-        try:
-            for batch in islice(batches, in_flight):
-                submit(batch)
-            for future in finished:
-                batch = pending.pop(future)
-                yield self._outcome(future, batch)
-                following = next(batches, None)
-                if following is not None:
-                    submit(following)
-        finally:
-            finished.clear()
-            if pending:  # stopped early (an error, Ctrl-C): the cluster drops what is left
-                self._client.cancel(list(pending), force=True)
-
-    def _outcome(self, future: Any, batch: Batch) -> BatchResult:
-        from distributed import KilledWorker
-
-        if future.status == "finished":
-            return future.result()
-        indices = list(range(batch.start, batch.start + len(batch.items)))
-        if future.status == "cancelled":
-            return BatchResult(batch.id, [], WorkerLost("dask cancelled the batch (lost the scheduler?)",
-                                                        self.name, indices))
-        exc = future.exception()
-        if exc is None:  # 'lost' and similar states carry no exception: the worker went with the batch
-            return BatchResult(batch.id, [], WorkerLost(f"dask lost the batch (future {future.status})",
-                                                        self.name, indices))
-        if isinstance(exc, KilledWorker):
-            worker = getattr(exc.last_worker, "address", exc.last_worker)
-            return BatchResult(batch.id, [], WorkerLost(f"dask worker {worker} died while running it "
-                                                        "(KilledWorker)", self.name, indices))
-        # run_batch catches item errors: this is the batch failing to travel to or from the worker.
-        failure = ItemFailure(batch.start, batch.items[0] if batch.items else None,
-                              portable_exception(exc), "".join(traceback.format_exception(exc)))
-        return BatchResult(batch.id, [], failure)
+        ship = self._ship if self.options.address is not None else None
+        tasks = DaskTasks(self._client, uuid.uuid4().hex[:8], travels, ship)
+        return in_flight(tasks, batches, self.options.in_flight or 2 * self.workers)
 
     def _ship(self, fn: Any) -> None:
         """Send the task's module to the workers if it is a loose .py file (`runners exec my.py`)."""
@@ -226,16 +193,57 @@ class DaskBackend(Backend):
             return  # a package or an installed module: the workers import it themselves
         self._client.upload_file(str(resolved))
 
-    def shutdown(self) -> None:
-        client, self._client = getattr(self, "_client", None), None
-        cluster, self._cluster = getattr(self, "_cluster", None), None
-        if client is not None:
-            client.close()
-        if cluster is not None:  # only one we started: a joined cluster keeps running
-            cluster.close()
-        temp, self._temp = getattr(self, "_temp", None), None
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
+
+
+class DaskTasks(Handles[Any]):
+    """Dask futures of batch tasks, as the in-flight loop waits on them (told of each that finishes
+    by its done callback: dask's own waits need a default client)."""
+
+    def __init__(self, client: Any, run_id: str, travels: bool, ship: Callable[[Any], None] | None) -> None:
+        super().__init__("dask")
+        self.client, self.run_id, self.travels, self.ship = client, run_id, travels, ship
+        self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def submit(self, batch: Batch) -> Any:
+        import cloudpickle  # dask's own pickler: functions of __main__ and lambdas go by value
+
+        if self.ship is not None:
+            self.ship(batch.fn)
+        work = pickle_batch(batch, cloudpickle.Pickler) if self.travels else batch
+        key = f"runners-{self.run_id}-batch-{batch.id}"
+        future = self.client.submit(run_on_worker, work, pure=False, key=key)
+        future.add_done_callback(self._finished.put)
+        return future
+
+    def wait(self, handles: list[Any], timeout: float) -> Iterable[Any]:
+        try:
+            done = [self._finished.get(timeout=timeout)]
+        except queue.Empty:
+            return ()
+        while not self._finished.empty():
+            done.append(self._finished.get())
+        pending = set(handles)
+        return [future for future in done if future in pending]
+
+    def outcome(self, handle: Any, batch: Batch) -> BatchResult:
+        from distributed import KilledWorker
+
+        if handle.status == "finished":
+            return handle.result()
+        exc = None if handle.status == "cancelled" else handle.exception()
+        if exc is not None and not isinstance(exc, KilledWorker):
+            return transport_failure(batch, exc, "dask")  # items raise inside the task: this is travel
+        if handle.status == "cancelled":
+            reason = "dask cancelled the batch (lost the scheduler?)"
+        elif exc is None:  # 'lost' and similar states carry no exception: the worker went with the batch
+            reason = f"dask lost the batch (future {handle.status})"
+        else:
+            worker = getattr(exc.last_worker, "address", exc.last_worker)
+            reason = f"dask worker {worker} died while running it (KilledWorker)"
+        return BatchResult(batch.id, [], WorkerLost(reason, "dask"))
+
+    def cancel(self, handles: list[Any]) -> None:
+        self.client.cancel(handles, force=True)  # stopped early (an error, Ctrl-C): the cluster drops them
 
 
 def _host(ip: str) -> str:

@@ -7,7 +7,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from runners import RunnersError, split_address, what_answers
+from runners.backend import RunnersError, split_address, what_answers
 
 
 def check_scheduler(address: str, timeout: float) -> None:

@@ -3,37 +3,37 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
-import pickle
 import re
 import shutil
-import socket
 import sys
 import threading
-import traceback
 import warnings
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Literal
 
-from runners import (
+from runners.backend import (
     Backend,
     Batch,
     BatchResult,
     ConfigError,
-    ItemFailure,
     WorkerLost,
     load_backend,
     param,
-    portable_exception,
+    pickle_batch,
     prepare_worker,
     run_batch,
+    run_pickled_batch,
     scratch_folder,
+    transport_failure,
     worker_environment,
 )
+
+from ._compat import stop_reusable_executor, unlink_orphaned_loky_semaphores
 
 # Inner back-ends whose joblib support needs another extra than runners[joblib].
 BRIDGES = {"dask": ("distributed", "dask"), "ray": ("ray", "ray")}
@@ -77,8 +77,11 @@ class JoblibBackend(Backend):
     name = "joblib"
     Options = JoblibOptions
     requires = ("joblib",)
-    extra = "joblib"
+    install = "pip install 'runners[joblib]'"
     separate_processes = True
+    pickles_items = True
+    lost_items = "in flight"  # a dead worker fails the whole Parallel call: every batch in flight
+    items_by_value = True  # batches are cloudpickled, as loky sends functions
 
     def start(self) -> None:
         import joblib  # noqa: F401 - fail here, not mid-run, if it is broken
@@ -92,11 +95,14 @@ class JoblibBackend(Backend):
         # Memmaps go to a folder of this run (not joblib's shared /dev/shm default), removed at
         # shutdown even when a killed worker kept joblib from cleaning up (if SIGKILLed: next run's).
         self._temp = scratch_folder("joblib")
+        self.on_shutdown(shutil.rmtree, self._temp, ignore_errors=True)
+        self._broken = False  # a worker died: its semaphores may be left in /dev/shm
         if self.options.inner == "dask":
             self._start_dask()
         elif self.options.inner == "ray":
             self._start_ray()
         elif self.options.inner == "loky":
+            self.on_shutdown(self._stop_loky)
             # loky starts its workers at the first call and keeps them (the executor is reusable):
             # make that call now, so that spawning them and importing runners (~0.5 s on 2 cores)
             # counts as start-up, as it does for the other pools, instead of as the first batches.
@@ -118,8 +124,9 @@ class JoblibBackend(Backend):
                                          env=worker_environment(),
                                          scheduler_kwargs={"dashboard": False,
                                                            "dashboard_address": "127.0.0.1:0"})
-        self._client = Client(self._cluster, set_as_default=False)
-        self._config["client"] = self._client
+        self.on_shutdown(self._cluster.close)
+        self._config["client"] = client = Client(self._cluster, set_as_default=False)
+        self.on_shutdown(client.close)
 
     def _start_ray(self) -> None:
         import ray
@@ -137,8 +144,8 @@ class JoblibBackend(Backend):
                 "backend.inner=ray: runners does not start Ray for joblib's bridge (it would listen on "
                 "every interface); use --backend ray for a private instance, or start Ray yourself "
                 "(`ray start --head`) and set RAY_ADDRESS to join it")
+        self.on_shutdown(ray.shutdown)  # our connection closes; the cluster stays up
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, configure_logging=False)
-        self._ray_started = True  # our connection to close; the cluster stays up
 
     def _parallel(self, return_as: str) -> Any:
         from joblib import Parallel, parallel_config
@@ -155,12 +162,14 @@ class JoblibBackend(Backend):
 
     def _stream(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         lock = threading.Lock()  # joblib pulls batches from its callback thread
+        refused: deque[BatchResult] = deque()  # batches that cannot travel: their outcomes, at once
 
         def dispatch(held: dict[int, Batch]) -> Iterator[Any]:
             for batch in batches:
-                with lock:
-                    held[batch.id] = batch
-                yield self._call(batch)
+                if (call := self._call(batch, refused)) is not None:
+                    with lock:
+                        held[batch.id] = batch
+                    yield call
 
         while True:  # a broken pool ends one Parallel call; a fresh one takes the batches left
             held: dict[int, Batch] = {}  # dispatched and not back yet, to report them if the pool breaks
@@ -172,15 +181,18 @@ class JoblibBackend(Backend):
                     with lock:
                         held.pop(result.batch_id, None)
                     yield result
+                    while refused:
+                        yield refused.popleft()
             except Exception as exc:  # noqa: BLE001 - joblib re-raises pool failures here, not per batch
                 failure = exc
             finally:
                 with warnings.catch_warnings():  # closing early cancels the rest: that is the intent
                     warnings.filterwarnings("ignore", message=".*(not used|have been cancelled)")
                     outputs.close()
+            while refused:
+                yield refused.popleft()
             if failure is None:
                 return
-            self._broken = True
             with lock:
                 lost = sorted(held.values(), key=lambda b: b.start)
             for batch in lost:
@@ -188,123 +200,52 @@ class JoblibBackend(Backend):
 
     def _windows(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         """joblib's multiprocessing and ray back-ends cannot stream: run 2 batches per worker at a time."""
+        refused: deque[BatchResult] = deque()
         with self._parallel("list") as parallel:  # one pool for every window
             while window := list(islice(batches, 2 * self.workers)):
+                calls = [(batch, self._call(batch, refused)) for batch in window]
+                sent = [batch for batch, call in calls if call is not None]
                 try:
-                    results = parallel(self._call(batch) for batch in window)
+                    results = parallel(call for _, call in calls if call is not None)
                 except Exception as exc:  # noqa: BLE001 - as in _stream; joblib readies a new pool
-                    results = [self._failure(exc, batch, window) for batch in window]
+                    results = [self._failure(exc, batch, sent) for batch in sent]
+                yield from refused
+                refused.clear()
                 yield from results
 
-    def _call(self, batch: Batch) -> Any:
-        """The joblib call that runs `batch`: in worker processes, as bytes the worker unpickles itself.
-
-        A pool unpickles its arguments before any of our code runs, so an argument whose unpickling
-        raises would break the pool (a lost worker, retried) and hide its message; unpickled in
-        run_payload, it is the batch's own failure. numpy arrays stay out of the bytes and travel
-        beside them, where joblib still memory-maps the large ones.
-        """
+    def _call(self, batch: Batch, refused: deque[BatchResult]) -> Any:
+        """The joblib call that runs `batch`: with threads the batch itself; for other processes it is
+        pickled here and unpickled by the worker (an argument whose unpickling raises would break a
+        pool, a lost worker, and hide its message), its numpy arrays beside the bytes, where joblib
+        still memory-maps the large ones. None, and its outcome in `refused`, if it cannot travel."""
+        import cloudpickle  # loky's own pickler: functions of __main__ and lambdas go by value
         from joblib import delayed
 
-        travels = self.options.inner != "threading"  # the values go back to this process: pack them
-        if self.options.inner not in LOCAL_PROCESSES:  # threads share the batch; dask, ray: their own
-            return delayed(run_batch)(batch, pack=travels)
+        if self.options.inner == "threading":
+            return delayed(run_batch)(batch)
         try:
-            payload, arrays = _dumps(batch)
-        except Exception:  # noqa: BLE001 - joblib's own pickling then reports it, as it always has
-            return delayed(run_batch)(batch, pack=True)
-        return delayed(run_payload)(batch.id, payload, arrays)
+            return delayed(run_pickled_batch)(pickle_batch(batch, cloudpickle.Pickler, apart=_plain_array))
+        except Exception as exc:  # noqa: BLE001 - whatever keeps it from pickling
+            refused.append(transport_failure(batch, exc, self.name))
+            return None
 
     def _failure(self, exc: Exception, batch: Batch, out: list[Batch]) -> BatchResult:
         """A pool failure as the outcome of `batch`, one of the batches `out` when it happened: joblib
         fails them all and cannot tell which of them the dead worker held."""
         if isinstance(exc, BrokenExecutor) or type(exc).__name__ in ("KilledWorker", "RayActorError"):
-            items = sorted(i for b in out for i in range(b.start, b.start + len(b.items)))
+            self._broken = True
+            items = sorted(i for b in out for i in b.indices)
             return BatchResult(batch.id, [], WorkerLost(str(exc).strip(), self.name, items, exact=False))
-        failure = ItemFailure(batch.start, batch.items[0] if batch.items else None,
-                              portable_exception(exc), "".join(traceback.format_exception(exc)))
-        return BatchResult(batch.id, [], failure)
+        return transport_failure(batch, exc, self.name)
 
-    def shutdown(self) -> None:
-        if self.options.inner == "loky" and getattr(self, "_config", None) is not None:
-            # loky keeps its workers for reuse after Parallel returns; stop them (and joblib's
-            # memmapping folder) so nothing outlives the run. With no executor this makes an
-            # empty one, which starts no process.
-            from joblib.externals.loky import get_reusable_executor
-
-            executor = get_reusable_executor(reuse=True)
-            if hasattr(executor, "terminate"):  # joblib's MemmappingExecutor: also cleans its folder
-                executor.terminate()
-            else:
-                executor.shutdown(wait=True)
-            if getattr(self, "_broken", False):
-                _unlink_orphaned_loky_semaphores()
-        client, self._client = getattr(self, "_client", None), None
-        cluster, self._cluster = getattr(self, "_cluster", None), None
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-        if getattr(self, "_ray_started", False):
-            import ray
-
-            ray.shutdown()
-            self._ray_started = False
-        self._config = None
-        temp, self._temp = getattr(self, "_temp", None), None
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
+    def _stop_loky(self) -> None:
+        stop_reusable_executor()
+        if self._broken:
+            unlink_orphaned_loky_semaphores()
 
 
-def _dumps(batch: Batch) -> tuple[bytes, list[Any]]:
-    """`batch` pickled (by cloudpickle, as loky would), less the numpy arrays it holds, listed apart."""
-    try:
-        import cloudpickle  # what loky pickles with; joblib 1.6 depends on it, older ones vendor it
-    except ImportError:
-        from joblib.externals import cloudpickle
-
-    numpy = sys.modules.get("numpy")  # no numpy loaded: the batch holds no array
-    if numpy is None:
-        return cloudpickle.dumps(batch), []
-    arrays: list[Any] = []
-    seen: dict[int, int] = {}  # an array met twice travels once, and is one object again on arrival
-
-    class Pickler(cloudpickle.Pickler):
-        def persistent_id(self, obj: Any) -> int | None:
-            # object arrays stay in the bytes: their elements are what may fail to unpickle
-            if isinstance(obj, numpy.ndarray) and not obj.dtype.hasobject:
-                if id(obj) not in seen:
-                    seen[id(obj)] = len(arrays)
-                    arrays.append(obj)
-                return seen[id(obj)]
-            return None
-
-    buffer = io.BytesIO()
-    Pickler(buffer).dump(batch)
-    return buffer.getvalue(), arrays
-
-
-def run_payload(batch_id: int, payload: bytes, arrays: list[Any]) -> BatchResult:
-    """`runners.run_pickled_batch` for a batch pickled by `_dumps`, its arrays given back in place."""
-    unpickler = pickle.Unpickler(io.BytesIO(payload))
-    unpickler.persistent_load = arrays.__getitem__
-    try:
-        batch = unpickler.load()
-    except BaseException as exc:  # noqa: BLE001 - whatever unpickling raises is this batch's failure
-        failure = ItemFailure(-1, None, portable_exception(exc),
-                              "".join(traceback.format_exception(exc)) + "(while unpickling the batch)")
-        return BatchResult(batch_id, [], failure, socket.gethostname(), os.getpid())
-    return run_batch(batch, pack=True)
-
-
-def _unlink_orphaned_loky_semaphores() -> None:
-    """Semaphores a killed loky worker held stay in /dev/shm until the interpreter exits; with every
-    executor of this process shut down, none of them is in use, so remove them now."""
-    import _multiprocessing
-    from pathlib import Path
-
-    for path in Path("/dev/shm").glob(f"sem.loky-{os.getpid()}-*"):
-        try:
-            _multiprocessing.sem_unlink("/" + path.name[len("sem."):])
-        except OSError:
-            pass
+def _plain_array(obj: Any) -> bool:
+    """A numpy array of plain values: it travels beside the pickled batch, for joblib to memory-map
+    when large. Object arrays stay in the bytes: their elements are what may fail to unpickle."""
+    numpy = sys.modules.get("numpy")  # none loaded: no arrays to look for
+    return numpy is not None and isinstance(obj, numpy.ndarray) and not obj.dtype.hasobject

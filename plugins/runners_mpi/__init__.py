@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from runners import Backend, Batch, BatchResult, ConfigError, param
+from runners.backend import Backend, Batch, BatchResult, ConfigError, Feed, param
 
 from ._node import keep_on_loopback, stop_items_on_signals, sweep_when_gone
 from ._relay import Relay
-from ._schemes import Parcel, limit_worker, outcome, parcels
+from ._schemes import Work, limit_worker
 from ._shm import remove_segments, stale_segments
 
 # Set by the launchers that start MPI processes (hydra/MPICH, PMIx/Open MPI): we run under mpiexec.
@@ -86,9 +86,14 @@ class MpiBackend(Backend):
     name = "mpi"
     Options = MpiOptions
     requires = ("mpi4py",)
-    extra = "mpi"
+    install = "pip install 'runners[mpi]'"
     separate_processes = True
+    pickles_items = True
     distributed = True
+    # With the job it starts itself: a lost rank ends the job, and every batch in flight is lost with
+    # it. Under the user's mpiexec, mpiexec ends the whole job instead (tests/test_mpi.py).
+    lost_items = "in flight"
+    names_signal = True
 
     _scheme: Any = None
     _relay: Relay | None = None
@@ -109,6 +114,7 @@ class MpiBackend(Backend):
             self._command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme],
                                             self.options.hostfile)
             self._relay = Relay(self._command, 2 * self.workers)
+            self.on_shutdown(self._close_relay)
         else:
             raise ConfigError("the mpi back-end needs MPI ranks (backend.spawn is false); run: "
                               + shlex.join(mpiexec_command(ranks, _this_command())))
@@ -125,6 +131,7 @@ class MpiBackend(Backend):
         sweep_when_gone(MPI.COMM_WORLD)
         if MPI.COMM_WORLD.Get_rank() == 0:
             self._scheme = SCHEMES[self.options.scheme](MPI.COMM_WORLD)
+            self.on_shutdown(self._finish_ranks)
             self.workers = self._scheme.workers  # the ranks decide, not --workers
             return
         limit_worker()  # this rank only runs items: no nested pools, one BLAS thread
@@ -141,51 +148,33 @@ class MpiBackend(Backend):
         # finalised at interpreter exit as usual.
         sys.exit(code)
 
-    def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+    def run(self, batches: Work) -> Iterator[BatchResult]:
+        """Batches (or, on rank 0 of a job this back-end started, the driver's parcels: a Feed) on the
+        ranks of the surrounding mpiexec, or on the job this back-end started."""
         if self._relay is not None:
             return self._run_spawned(batches)
-        return self._run_here(batches)
-
-    def _run_here(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        """Batches on the ranks of the surrounding mpiexec, pickled here (see `_schemes`)."""
-        held: dict[int, Batch] = {}
-        refused: list[BatchResult] = []  # batches that do not pickle: their errors, in order
-        results = self._scheme.run(parcels(batches, held, refused))
-        try:
-            for result in results:
-                while refused:
-                    yield refused.pop(0)
-                yield outcome(held.pop(result.batch_id), result)
-            yield from refused
-        finally:
-            results.close()  # at once, so that the scheme takes what its ranks still send
-
-    def run_parcels(self, batches: Iterator[Parcel]) -> Iterator[BatchResult]:
-        """Batches the driver pickled (in the job it started, see `__main__`), run by the scheme."""
         return self._scheme.run(batches)
 
-    def _run_spawned(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
+    def _run_spawned(self, batches: Iterator[Batch] | Feed) -> Iterator[BatchResult]:
         """Batches on the job this back-end started; a job that lost a rank is replaced, and the
         remaining batches (and the engine's retries, in a later pass) run on the fresh one."""
         while True:
-            if self._relay.lost:
+            if self._relay.lost is not None:
                 self._relay.close()
                 self._relay = Relay(self._command, 2 * self.workers)
             yield from self._relay.run(batches)
-            if not self._relay.lost:
+            if self._relay.lost is None:
                 return
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
-        self._exit_code = exit_code(exc)
-        self.shutdown()
+        self._exit_code = exit_code(exc)  # what worker ranks leave with
+        super().__exit__(kind, exc, tb)
 
-    def shutdown(self) -> None:
-        scheme, self._scheme = self._scheme, None
-        if scheme is not None:
-            scheme.finish(self._exit_code)  # worker ranks leave with rank 0's exit code
-        relay, self._relay = self._relay, None
-        if relay is not None:
-            relay.close()
+    def _finish_ranks(self) -> None:
+        self._scheme.finish(self._exit_code)  # worker ranks leave with rank 0's exit code
+
+    def _close_relay(self) -> None:
+        self._relay.close()
 
 
 def exit_code(exc: BaseException | None) -> int:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runners import run_batch
+from runners.backend import run_batch
 
 # The network devices the MPI library may use, for each netmod the mpich wheel can pick (UCX, OFI).
 LOOPBACK_DEVICES = {"UCX_NET_DEVICES": "lo", "FI_TCP_IFACE": "lo", "FI_SOCKETS_IFACE": "lo"}

@@ -1,14 +1,16 @@
 """The driver's end of an mpiexec job that the back-end starts itself (no mpiexec around the driver).
 
 The job's rank 0 (`python -m runners_mpi`) connects back over loopback with a fresh random authkey. The
-driver keeps it `window` batches ahead (a thread on rank 0 reads them as they come, so neither side's
-send can block the other's) and ends a pass with None; rank 0 sends each result, then "done". A job
-that had to ask for each batch would stall whenever the driver is busy with the values of the last
-one. The job then waits for "again" (another pass: retries, or a batch reusing it) or "close".
+driver keeps it `window` batches ahead (the core's in-flight loop; a thread on rank 0 reads them as
+they come, so neither side's send can block the other's) and ends a pass with None; rank 0 sends each
+result, then "done". A job that had to ask for each batch would stall whenever the driver is busy with
+the values of the last one. The job then waits for "again" (another pass: retries, or a batch reusing
+it) or "close".
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shlex
@@ -18,13 +20,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import IO
 
-from runners import Batch, BatchResult, RunnersError, WorkerLost, scratch_folder, signal_name
+from runners.backend import (
+    Batch,
+    BatchResult,
+    Handles,
+    RunnersError,
+    WorkerLost,
+    in_flight,
+    pickle_batch,
+    scratch_folder,
+    signal_name,
+)
 
-from ._schemes import WORKER_ENVIRONMENT, outcome, parcels
+from ._schemes import WORKER_ENVIRONMENT
 
 ADDRESS = "RUNNERS_MPI_ADDRESS"
 AUTHKEY = "RUNNERS_MPI_AUTHKEY"
@@ -38,15 +50,19 @@ HYDRA_BANNER = re.compile(rb"(=+|=   .*|YOUR APPLICATION TERMINATED WITH THE EXI
                           rb"Please see the FAQ page for debugging suggestions)\r?\n?")
 
 
-class Relay:
-    """Starts `command` (an mpiexec line running `python -m runners_mpi`) and waits for its rank 0."""
+class Relay(Handles[int]):
+    """Starts `command` (an mpiexec line running `python -m runners_mpi`) and waits for its rank 0; a
+    batch's handle is its id, and its result comes back on the connection."""
 
     def __init__(self, command: list[str], window: int) -> None:
+        super().__init__("mpi")
         self.command = command
         self.window = window  # batches sent ahead of the job's results
         self.finished = False  # the current pass is over (the job waits for "again" or "close")
         self.ended = False  # this pass's batches are all sent (None went last)
-        self.lost = False
+        self.lost: WorkerLost | None = None  # why the job is gone, once it is
+        self._held: dict[int, Batch] = {}  # sent and not answered: what a lost rank takes with it
+        self._results: dict[int, BatchResult] = {}
         authkey = os.urandom(32)
         server = socket.create_server(("127.0.0.1", 0))
         # mpiexec leaves files in TMPDIR when it is stopped (hydra's hwloc topology): give the job a
@@ -92,43 +108,65 @@ class Relay:
         answer_challenge(conn, authkey)
         return conn
 
-    def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        held: dict[int, Batch] = {}  # sent and not yet answered: what a lost rank takes with it
-        refused: list[BatchResult] = []  # batches that do not pickle: never sent, their errors
-        # Pickled here and unpickled only on the rank that runs them (see `_schemes`).
-        sendable = parcels(batches, held, refused)
-        if self.finished:
-            self.conn.send("again")
-            self.finished = self.ended = False
-        while True:
-            while not self.ended and len(held) < self.window:
-                parcel = next(sendable, None)
-                try:
-                    self.conn.send(parcel)
-                except (EOFError, OSError):
-                    break  # the job is gone: the recv below reports it
-                self.ended = parcel is None
-            while refused:
-                yield refused.pop(0)
-            try:
-                kind, *payload = self.conn.recv()
-            except (EOFError, OSError):
-                yield from self._lost(held, batches)
-                return
-            if kind == "result":
-                batch = held.pop(payload[0].batch_id, None)
-                yield outcome(batch, payload[0]) if batch is not None else payload[0]
-            elif kind == "done":
-                self.finished = True
-                return
+    @property
+    def open(self) -> bool:
+        return self.lost is None
 
-    def _lost(self, held: dict[int, Batch], batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        """One WorkerLost per batch the job took with it (so the engine can retry each on a new job)."""
-        self.lost = True
+    def run(self, batches: Iterable[Batch]) -> Iterator[BatchResult]:
+        """One pass: the batches (pickled here, unpickled on the rank that runs them), then "done"."""
+        if self.finished:
+            self._send("again")
+            self.finished = self.ended = False
+        yield from in_flight(self, self._then_end(batches), self.window)
+        while self.lost is None and not self.finished:
+            self.finished = self._receive() == ("done",)
+
+    def _then_end(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        # Not `yield from`: closing this generator (its job was lost) must leave `batches` open for
+        # the next job.
+        for batch in batches:  # noqa: UP028
+            yield batch
+        self._send(None)  # no more in this pass: the job ends it once it has answered these
+        self.ended = True
+
+    def submit(self, batch: Batch) -> int:
+        parcel = pickle_batch(batch)
+        self._held[batch.id] = batch
+        self._send(parcel)
+        return batch.id
+
+    def wait(self, handles: list[int], timeout: float) -> Iterable[int]:
+        if self.lost is None and not self.conn.poll(timeout):
+            return ()
+        message = self._receive()
+        if message is None:
+            return handles  # the job is gone, and every batch it held with it
+        result = message[1]
+        self._results[result.batch_id] = result
+        return (result.batch_id,)
+
+    def outcome(self, handle: int, batch: Batch) -> BatchResult:
+        self._held.pop(handle, None)
+        return self._results.pop(handle, None) or BatchResult(handle, [], copy.copy(self.lost))
+
+    def _send(self, message: object) -> None:
+        try:
+            self.conn.send(message)
+        except (EOFError, OSError):
+            pass  # the job is gone: the next receive says so
+
+    def _receive(self) -> tuple | None:
+        """The job's next message; None once it is gone (`lost` then says why)."""
+        if self.lost is None:
+            try:
+                return self.conn.recv()
+            except (EOFError, OSError):
+                self.lost = self._loss()
+        return None
+
+    def _loss(self) -> WorkerLost:
+        """Why the job ended, naming every batch it held (which rank held which is not known here)."""
         self.conn.close()
-        if not held:  # died between batches: the next one is the casualty
-            batch = next(batches, None)
-            held = {batch.id: batch} if batch is not None else {}
         code = self._wait(10)  # the job's segments go with its last rank (see _node)
         exitcode = code
         if code == 0:  # every rank exited 0, yet the job ended mid-pass: a rank left early, os._exit(0)
@@ -142,12 +180,9 @@ class Relay:
             state = f"mpiexec exited with code {code}: a rank was killed by {signal_name(-code)}"
         else:
             state = f"mpiexec exited with code {code}"
-        # Which rank held which batch is not known here: each error names every batch in flight.
-        items = sorted(i for b in held.values() for i in range(b.start, b.start + len(b.items)))
-        for batch in held.values():
-            lost = WorkerLost(f"an MPI rank ended abnormally ({state})", "mpi", items, exitcode=exitcode,
-                              exact=False)
-            yield BatchResult(batch.id, [], lost)
+        items = sorted(i for b in self._held.values() for i in b.indices)
+        return WorkerLost(f"an MPI rank ended abnormally ({state})", "mpi", items, exitcode=exitcode,
+                          exact=False)
 
     def close(self) -> None:
         """Let the job finish what it holds (briefly, after an error), then make sure it is gone."""

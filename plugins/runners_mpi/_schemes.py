@@ -1,30 +1,33 @@
 """The two ways MPI ranks share batches. Each has a root side (driven by the engine on rank 0) and a
 worker side (`serve`, on every other rank, until the root calls `finish` with the run's exit code).
 
-Batches travel pickled (`Parcel`) and are unpickled only by `run_parcel` on the rank that runs them, as
-the process back-ends do (`runners.run_pickled_batch`): an argument whose unpickling raises is then
-that batch's error, not a dead rank or a wedged collective.
+Batches travel pickled (`Parcel`) and are unpickled only on the rank that runs them (`run_parcel`), as
+on every process back-end: an argument whose unpickling raises is then that batch's error, not a dead
+rank or a wedged collective. The root takes batches from the engine (pickled here) or parcels that the
+driver already pickled (in a job the back-end started itself, see `__main__`).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import traceback
-from collections.abc import Iterator
-from concurrent.futures import Future
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any
 
-from runners import (
+from runners.backend import (
     Batch,
     BatchResult,
-    ItemFailure,
+    Feed,
+    Futures,
+    Parcel,
     WorkerLost,
-    future_outcome,
+    in_flight,
+    pickle_batch,
     run_pickled_batch,
-    stream_futures,
+    transport_failure,
     worker_environment,
 )
 
@@ -32,54 +35,24 @@ from ._node import ItemStopped, stop_requested
 
 STOP = "stop"
 RESULT_TAG = 17  # a worker rank's result of an spmd round, sent to the root point to point
+POLL_SECONDS = 0.005  # the longest pause between looks for a result: its added latency, at most
 WORKER_ENVIRONMENT = worker_environment()  # ranks only run items: no nested pools, one BLAS thread
+Work = Iterable[Batch | Parcel] | Feed  # what the root runs: the engine's batches, or the driver's parcels
 
 
-class Parcel(NamedTuple):
-    """A batch pickled where it was made; `start` and `items` stand in for the batch's in
-    `stream_futures`, so that an error it reports keeps index -1, which `outcome` places on the batch."""
-
-    id: int
-    payload: bytes
-    start: int = -1
-    items: tuple = ()
-
-
-def parcels(batches: Iterator[Batch], held: dict[int, Batch], refused: list[BatchResult]) -> Iterator[Parcel]:
-    """`batches` pickled; each sent one goes into `held`, each that does not pickle into `refused`."""
-    for batch in batches:
-        try:
-            parcel = Parcel(batch.id, pickle.dumps(batch))
-        except Exception as exc:  # noqa: BLE001 - any pickling failure: the core names the item and the fix
-            refused.append(outcome(batch, error=exc))
-            continue
-        held[batch.id] = batch
-        yield parcel
-
-
-def outcome(batch: Batch, result: BatchResult | None = None,
-            error: BaseException | None = None) -> BatchResult:
-    """The core's reading of `batch`'s result or sending error (the same messages as the pool back-ends)."""
-    future: Future = Future()
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-    return future_outcome(future, batch, "mpi")
+def parcel_of(batch: Batch | Parcel) -> Parcel:
+    return batch if isinstance(batch, Parcel) else pickle_batch(batch)
 
 
 def run_parcel(parcel: Parcel) -> BatchResult:
     """Worker side: run the batch; a result that cannot be pickled back becomes its error instead."""
     if (signum := stop_requested()) is not None:  # told to stop: rank 0 is ending the job
         return BatchResult(parcel.id, [], WorkerLost(str(ItemStopped(signum)), "mpi"))
-    result = run_pickled_batch(parcel.id, parcel.payload)
+    result = run_pickled_batch(parcel)
     try:
         pickle.dumps(result)
     except Exception as exc:  # noqa: BLE001 - sending it would fail on this rank, far from the engine
-        error = RuntimeError("the batch's result cannot be pickled to send it back: "
-                             f"{type(exc).__name__}: {exc}")
-        failure = ItemFailure(-1, None, error, "".join(traceback.format_exception(exc)))
-        return BatchResult(parcel.id, [], failure, result.host, result.pid, result.seconds)
+        return transport_failure(parcel, exc, "mpi")
     return result
 
 
@@ -134,8 +107,9 @@ class MasterWorker:
         # On worker ranks this serves batches and returns None only once the root has shut down.
         self.executor = self._context.__enter__()
 
-    def run(self, batches: Iterator[Parcel]) -> Iterator[BatchResult]:
-        return stream_futures(lambda p: self.executor.submit(run_parcel, p), batches, 2 * self.workers, "mpi")
+    def run(self, batches: Work) -> Iterator[BatchResult]:
+        submit = Futures(lambda batch: self.executor.submit(run_parcel, parcel_of(batch)), "mpi")
+        return in_flight(submit, batches, 2 * self.workers)
 
     def finish(self, code: int) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -155,28 +129,43 @@ class Spmd:
         self.comm = comm
         self.workers = comm.Get_size()
 
-    def run(self, batches: Iterator[Parcel]) -> Iterator[BatchResult]:
-        from mpi4py import MPI
-
-        while True:
-            round_ = list(islice(batches, self.workers))
-            if not round_:
-                return
-            parts: list[Any] = round_ + [None] * (self.workers - len(round_))  # None: sit this round out
+    def run(self, batches: Work) -> Iterator[BatchResult]:
+        pending = iter(batches)
+        while round_ := list(islice(pending, self.workers)):
+            parcels: list[Any] = []
+            for batch in round_:
+                try:
+                    parcels.append(parcel_of(batch))
+                except Exception as exc:  # noqa: BLE001 - it cannot travel: its failure, at once
+                    yield transport_failure(batch, exc, "mpi")
+            if not parcels:
+                continue
+            parts = parcels + [None] * (self.workers - len(parcels))  # None: sit this round out
             mine = self.comm.scatter(parts, root=0)
-            waiting = len(round_) - 1
+            waiting = len(parcels) - 1
             try:
                 # The root's own result first and the others as they come (not one gather at the
                 # round's end): an error is seen, and fail-fast stops the job, without waiting for
                 # the round's slowest batch.
                 yield run_here(mine)
                 while waiting:
-                    result = self.comm.recv(source=MPI.ANY_SOURCE, tag=RESULT_TAG)
+                    result = self._receive()
                     waiting -= 1
                     yield result
             finally:  # stopped early: take what the ranks still send, so none is left blocked in send
                 for _ in range(waiting):
-                    self.comm.recv(source=MPI.ANY_SOURCE, tag=RESULT_TAG)
+                    self._receive()
+
+    def _receive(self) -> BatchResult:
+        """The next result a worker rank sends. Polled: a receive waits in C, where the driver's signal
+        handlers (Ctrl-C, the run's time limit) cannot run until it returns."""
+        from mpi4py import MPI
+
+        status, pause = MPI.Status(), 0.0001
+        while not self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=RESULT_TAG, status=status):
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_SECONDS)
+        return self.comm.recv(source=status.Get_source(), tag=RESULT_TAG)
 
     def finish(self, code: int) -> None:
         self.comm.scatter([(STOP, code)] * self.workers, root=0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.pool
 import os
-import pickle
 import signal
 import socket
 import struct
@@ -22,18 +21,23 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from runners import (
+from runners.backend import (
     Backend,
     Batch,
     BatchResult,
+    Futures,
     ItemTimeout,
+    Parcel,
     WorkerLost,
+    in_flight,
     param,
+    pickle_batch,
     prepare_worker,
     run_pickled_batch,
     signal_name,
-    stream_futures,
 )
+
+from ._compat import RecordingPool, keep_descriptor_open
 
 STARTED = struct.Struct("qq")  # (pid, batch id): 16 bytes, below PIPE_BUF, so writes never interleave
 WATCH_SECONDS = 0.05
@@ -51,19 +55,6 @@ class MultiprocessingOptions:
     maxtasksperchild: int | None = param(None, min=1, help="replace a worker after this many batches")
 
 
-class _RecordingPool(multiprocessing.pool.Pool):
-    """A Pool that hands every worker process it makes (replacements too) to `on_new_process`.
-
-    Pool has no public worker list, and its own list drops a dead worker within 0.1 s: too soon to
-    read the exit code of one that died at once. Pool makes processes through `self.Process`, which an
-    instance attribute may shadow.
-    """
-
-    def __init__(self, *args: Any, on_new_process: Any, **kwargs: Any) -> None:
-        self.Process = lambda ctx, *a, **kw: on_new_process(ctx.Process(*a, **kw))
-        super().__init__(*args, **kwargs)
-
-
 def _terminate(pool: multiprocessing.pool.Pool) -> None:
     pool.terminate()
     pool.join()
@@ -74,15 +65,14 @@ _announce_fd: int | None = None  # in a worker: where it says which batch it sta
 
 def _init_worker(announce: Any) -> None:
     global _announce_fd
-    _announce_fd = announce.fileno()
-    announce._handle = None  # keep the descriptor open for the worker's life, without a finaliser
+    _announce_fd = keep_descriptor_open(announce)
     prepare_worker()
 
 
-def _run_announced(batch_id: int, payload: bytes) -> BatchResult:
+def _run_announced(parcel: Parcel) -> BatchResult:
     """Worker side: say which batch this process runs, then run it (a death now names the batch)."""
-    os.write(_announce_fd, STARTED.pack(os.getpid(), batch_id))
-    return run_pickled_batch(batch_id, payload)
+    os.write(_announce_fd, STARTED.pack(os.getpid(), parcel.id))
+    return run_pickled_batch(parcel)
 
 
 class MultiprocessingBackend(Backend):
@@ -91,44 +81,47 @@ class MultiprocessingBackend(Backend):
     name = "multiprocessing"
     Options = MultiprocessingOptions
     separate_processes = True
+    pickles_items = True
     enforces_timeout = True
+    lost_items = "exact"  # each worker says which batch it starts
+    names_signal = True
 
     def start(self) -> None:
         context = multiprocessing.get_context(self.options.start_method)
         # The pool hands the writer to every worker it starts, replacements included: keep it open.
         self._reader, self._writer = context.Pipe(duplex=False)
+        self.on_shutdown(self._writer.close)
+        self.on_shutdown(self._reader.close)
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Future, Batch]] = {}
         self._running: dict[int, tuple[int, float]] = {}  # pid -> (batch id, when it started)
         self._processes: list[Any] = []  # every worker the pool made
-        self._pool = _RecordingPool(self.workers, _init_worker, (self._writer,),
-                                    self.options.maxtasksperchild, context=context,
-                                    on_new_process=self._remember)
+        self._pool = RecordingPool(self.workers, _init_worker, (self._writer,), self.options.maxtasksperchild,
+                                   context=context, on_new_process=self._remember)
+        self.on_shutdown(self._stop_pool)
         self._stop = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="runners-pool-watch", daemon=True)
-        self._watcher.start()
+        watcher = threading.Thread(target=self._watch, name="runners-pool-watch", daemon=True)
+        watcher.start()
+        self.on_shutdown(watcher.join)
+        self.on_shutdown(self._stop.set)
 
     def _remember(self, process: Any) -> Any:
         self._processes.append(process)
         return process
 
-    def submit(self, batch: Batch) -> Future:
+    def _submit(self, batch: Batch) -> Future:
+        parcel = pickle_batch(batch)
         future: Future = Future()
         future.set_running_or_notify_cancel()
-        try:
-            payload = pickle.dumps(batch)
-        except Exception as exc:  # noqa: BLE001 - reported with the item that fails, by future_outcome
-            future.set_exception(exc)
-            return future
         with self._lock:
             self._pending[batch.id] = (future, batch)
-        self._pool.apply_async(_run_announced, (batch.id, payload),
+        self._pool.apply_async(_run_announced, (parcel,),
                                callback=lambda result: self._settle(batch.id, result=result),
                                error_callback=lambda exc: self._settle(batch.id, error=exc))
         return future
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        return stream_futures(self.submit, batches, 2 * self.workers, self.name)
+        return in_flight(Futures(self._submit, self.name), batches, 2 * self.workers)
 
     def _settle(self, batch_id: int, result: BatchResult | None = None,
                 error: BaseException | None = None) -> None:
@@ -168,24 +161,19 @@ class MultiprocessingBackend(Backend):
                 continue
             if process is not None and process.exitcode is not None:
                 del self._running[pid]
-                items = list(range(batch.start, batch.start + len(batch.items)))
                 reason = f"process {pid} ended with {signal_name(process.exitcode)} while running a batch"
-                self._settle(batch_id, error=WorkerLost(reason, self.name, items, socket.gethostname(),
-                                                        process.exitcode))
+                self._settle(batch_id, error=WorkerLost(reason, self.name, list(batch.indices),
+                                                        socket.gethostname(), process.exitcode))
             elif batch.timeout is not None and now - started > batch.timeout * len(batch.items):
                 del self._running[pid]
                 os.kill(pid, signal.SIGKILL)  # the pool starts a fresh worker in its place
                 self._settle(batch_id, error=ItemTimeout(batch.start, batch.timeout, self.name))
 
-    def shutdown(self) -> None:
-        pool = getattr(self, "_pool", None)
-        if pool is None:
-            return
-        self._stop.set()
-        self._watcher.join()
+    def _stop_pool(self) -> None:
         # terminate, not close: after a failure queued batches must not run on; after success
         # every worker is idle, so nothing is lost. join reaps the processes.
-        stopping = threading.Thread(target=_terminate, args=(pool,), name="runners-pool-stop", daemon=True)
+        stopping = threading.Thread(target=_terminate, args=(self._pool,), name="runners-pool-stop",
+                                    daemon=True)
         stopping.start()
         stopping.join(TERMINATE_SECONDS)
         if stopping.is_alive():  # wedged (see TERMINATE_SECONDS): its threads are daemons, the workers not
@@ -193,6 +181,3 @@ class MultiprocessingBackend(Backend):
                 if process.exitcode is None:
                     process.kill()
                     process.join()
-        self._reader.close()
-        self._writer.close()
-        self._pool = None

@@ -11,36 +11,31 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from runners import (
+from runners.backend import (
     Backend,
     Batch,
     BatchResult,
     ConfigError,
     DriverInterrupt,
-    ItemFailure,
+    Handles,
+    Parcel,
     RunnersError,
     WorkerLost,
+    in_flight,
     keep_signal_handlers,
     param,
-    portable_exception,
-    run_batch,
+    pickle_batch,
+    run_pickled_batch,
     scratch_folder,
+    transport_failure,
 )
 
-from ._setup import (
-    is_loopback,
-    loopback_only,
-    probe,
-    raylet_messages_to_stderr,
-    use_token_auth,
-    user_modules,
-    user_paths,
-)
+from ._compat import loopback_only, private_instance, raylet_messages_to_stderr
+from ._setup import is_loopback, probe, use_token_auth, user_modules, user_paths
 
 OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 MIN_RAY = (2, 52)  # token authentication and the 2025 security fixes
 LOOPBACK = "127.0.0.1"
-WAIT_SECONDS = 0.2  # how long one ray.wait may hold the driver away from its signal handlers
 # A Ray of our own returns results of up to 1 MiB inline, and batches are cut at half that: their
 # bytes are an estimate (from samples), and a result carries a little more than its values. At
 # 90 KiB, 1,000,000 tiny items took ~70 batches, each paying Ray's ~2 ms per task, and ran 1.3-1.6x
@@ -93,11 +88,11 @@ def _ready() -> bool:
     return True  # unpickling this function imports runners_ray, and so runners, on the worker
 
 
-def run_on_node(batch: Batch) -> BatchResult:
+def run_on_node(parcel: Parcel) -> BatchResult:
     """What a Ray worker runs: the batch, labelled with the Ray node that ran it."""
     import ray
 
-    result = run_batch(batch, pack=True)
+    result = run_pickled_batch(parcel)
     node_id = ray.get_runtime_context().get_node_id()
     result.node = f"{node_id[:12]}@{ray.util.get_node_ip_address()}"
     return result
@@ -109,9 +104,13 @@ class RayBackend(Backend):
     name = "ray"
     Options = RayOptions
     requires = ("ray",)
-    extra = "ray"
+    install = "pip install 'runners[ray]'"
     separate_processes = True
+    pickles_items = True
     distributed = True
+    lost_items = "batch"  # Ray's error for each task the dead worker (or node) held
+    items_by_value = True  # batches are cloudpickled, as Ray sends functions
+    startup_seconds = 45.0  # a private instance: 6-15 s alone, 30 s and more beside other work
     # Results under Ray's inline limit (100 KiB by default) come back in the task's reply; bigger ones
     # go through the plasma object store, whose pages the driver maps and keeps: its RSS grew 123 -> 156
     # MB from 100,000 to 10,000,000 tiny items at 1.5 MB batches, 123 -> 128 MB at these. A private
@@ -125,7 +124,6 @@ class RayBackend(Backend):
             raise ConfigError(f"ray {ray.__version__} lacks the 2025 security fixes; "
                               "pip install -U 'ray[default]>=2.52'")
         self._ray = ray
-        self._connected = False
         raylet_messages_to_stderr()
         address = self.options.address or os.environ.get("RAY_ADDRESS") or "local"
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
@@ -155,17 +153,18 @@ class RayBackend(Backend):
         os.environ["PYTHONPATH"] = os.pathsep.join(user_paths())
         # Ray keeps every session's logs and sockets under /tmp/ray for good; a run's own folder is
         # removed at shut-down unless the user asked for a place to keep them (to read the logs).
-        self._temp = None if self.options.temp_dir else scratch_folder(  # short: sockets fit 107 bytes
-            "ray", os.environ.get("RAY_TMPDIR"))
+        temp = self.options.temp_dir
+        if temp is None:
+            temp = scratch_folder("ray", os.environ.get("RAY_TMPDIR"))  # short: sockets fit 107 bytes
+            self.on_shutdown(shutil.rmtree, temp, ignore_errors=True)
         try:
-            self._connected = True
+            self.on_shutdown(ray.shutdown)  # the private instance stops with it
             # every process of the instance binds to 127.0.0.1; Ctrl-C and SIGTERM stay runners'
             with loopback_only(), keep_signal_handlers():
                 ray.init(address="local", num_cpus=self.workers, num_gpus=0, include_dashboard=False,
-                         _node_ip_address=self.options.bind, _temp_dir=self.options.temp_dir or self._temp,
                          object_store_memory=self.options.object_store_mb * 2**20,
                          runtime_env=self.options.runtime_env,
-                         _system_config={"max_direct_call_object_size": PRIVATE_INLINE_BYTES}, **quiet)
+                         **private_instance(self.options.bind, temp, PRIVATE_INLINE_BYTES), **quiet)
             self.max_batch_bytes = PRIVATE_BATCH_BYTES
         except Exception as exc:  # noqa: BLE001 - a failed start is one error to the user, whatever Ray raised
             raise RunnersError(f"ray: could not start a local Ray instance: {exc}") from exc
@@ -191,68 +190,53 @@ class RayBackend(Backend):
                 ray.init(address=address, runtime_env=env or None, **quiet)
         except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
             raise RunnersError(f"ray: cannot join the Ray cluster at {address!r}: {exc}") from exc
-        self._connected = True  # our connection to close; the cluster itself stays up
+        self.on_shutdown(ray.shutdown)  # our connection closes; the cluster itself stays up
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        ray = self._ray
-        pending: dict[Any, Batch] = {}
+        return in_flight(RayTasks(self._ray, self._remote), batches, self._in_flight)
+
+
+class RayTasks(Handles[Any]):
+    """Ray object refs of batch tasks, as the in-flight loop waits on them."""
+
+    def __init__(self, ray: ModuleType, remote: Any) -> None:
+        super().__init__("ray")
+        self.ray = ray
+        self.remote = remote
+
+    def submit(self, batch: Batch) -> Any:
+        from ray import cloudpickle  # Ray's own pickler: functions of __main__ and lambdas go by value
+
+        return self.remote.remote(pickle_batch(batch, cloudpickle.Pickler))
+
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         try:
-            for batch in batches:
-                pending[self._submit(batch)] = batch
-                while len(pending) >= self._in_flight:
-                    yield from self._collect(pending)
-            while pending:
-                yield from self._collect(pending)
-        finally:
-            for ref in pending:
-                ray.cancel(ref, force=True)  # a joined cluster must not keep running abandoned work
+            # Ray's wait lets only KeyboardInterrupt out while it waits, so what another signal handler
+            # raised (SIGTERM, the run's time limit) surfaces when it returns, as a SystemError
+            # caused by it.
+            return self.ray.wait(handles, num_returns=1, timeout=timeout)[0]
+        except SystemError as exc:
+            if isinstance(exc.__cause__, DriverInterrupt):
+                raise exc.__cause__ from None
+            raise
 
-    def _submit(self, batch: Batch) -> Any:
-        return self._remote.remote(batch)
-
-    def _collect(self, pending: dict[Any, Batch]) -> Iterator[BatchResult]:
-        done: list[Any] = []
-        while not done:
-            try:
-                # Waits are short: Ray's wait lets only KeyboardInterrupt out while it waits, so what
-                # another signal handler raised (SIGTERM, the run's time limit) surfaces when it returns,
-                # as a SystemError caused by it.
-                done, _ = self._ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
-            except SystemError as exc:
-                if isinstance(exc.__cause__, DriverInterrupt):
-                    raise exc.__cause__ from None
-                raise
-        for ref in done:
-            yield self._outcome(ref, pending.pop(ref))
-
-    def _outcome(self, ref: Any, batch: Batch) -> BatchResult:
-        ray = self._ray
+    def outcome(self, handle: Any, batch: Batch) -> BatchResult:
+        lost = self.ray.exceptions
         try:
-            return ray.get(ref)
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
-                ray.exceptions.LocalRayletDiedError) as exc:
-            indices = list(range(batch.start, batch.start + len(batch.items)))
+            return self.ray.get(handle)
+        except (lost.WorkerCrashedError, lost.NodeDiedError, lost.RayActorError, lost.ObjectLostError,
+                lost.LocalRayletDiedError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return BatchResult(batch.id, [], WorkerLost(f"{type(exc).__name__}: {reason}", self.name,
-                                                        indices))
-        except ray.exceptions.RayTaskError as exc:
-            # Items raise inside run_batch, so this is the batch failing to travel (unpickling it or
-            # pickling its result in the worker): report the underlying error against its first item.
+            return BatchResult(batch.id, [], WorkerLost(f"{type(exc).__name__}: {reason}", "ray"))
+        except lost.RayTaskError as exc:  # items raise inside the task: this is the batch not travelling
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-            failure = ItemFailure(batch.start, batch.items[0] if batch.items else None,
-                                  portable_exception(cause), str(exc))
-            return BatchResult(batch.id, [], failure)
-        except ray.exceptions.RuntimeEnvSetupError as exc:
+            return transport_failure(batch, cause, "ray")
+        except lost.RuntimeEnvSetupError as exc:
             raise RunnersError(f"ray: could not set up the task's runtime_env: {exc}") from exc
 
-    def shutdown(self) -> None:
-        if getattr(self, "_connected", False):
-            self._connected = False
-            self._ray.shutdown()  # a private instance stops; a joined cluster only loses this driver
-        temp, self._temp = getattr(self, "_temp", None), None
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
+    def cancel(self, handles: list[Any]) -> None:
+        for ref in handles:
+            self.ray.cancel(ref, force=True)  # a joined cluster must not keep running abandoned work
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -1,5 +1,5 @@
 """What the ray back-end does to the driver's process and environment around Ray itself: token auth,
-Ray's stdout, the user's code for other machines, and probing an address before Ray retries it."""
+the user's code for other machines, and probing an address before Ray retries it."""
 
 from __future__ import annotations
 
@@ -10,34 +10,10 @@ import secrets
 import socket
 import sys
 import sysconfig
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
-from runners import RunnersError, split_address, what_answers
+from runners.backend import RunnersError, split_address, what_answers
 
-# What a raylet publishes when a worker dies mid-task: runners reports that itself (WorkerLost, or
-# "1 worker lost, its batch retried" after a retry), in one line instead of Ray's ten.
-WORKER_DIED = "A worker died or was killed while executing a task"
-
-
-def raylet_messages_to_stderr() -> None:
-    """Ray prints the errors its raylets publish ("a worker died...") on the driver's stdout, whatever
-    log_to_driver says, which corrupts `runners exec --json`; they are diagnostics, so send them to
-    stderr, less the worker deaths that runners reports itself."""
-    from ray._private import worker
-
-    original = worker.print_to_stdstream
-    if getattr(original, "runners_stderr", False):
-        return
-
-    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
-        lines = [line for line in data.get("lines", []) if WORKER_DIED not in line]
-        if lines or not data.get("lines"):
-            original({**data, "lines": lines, "is_err": True}, ignore_prefix)
-
-    to_stderr.runners_stderr = True  # type: ignore[attr-defined]
-    worker.print_to_stdstream = to_stderr
+from ._compat import GCS_METHOD
 
 
 def use_token_auth() -> None:
@@ -81,9 +57,6 @@ def probe(address: str, timeout: float) -> None:
     )
 
 
-GCS_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # checked against Ray 2.52-2.60
-
-
 def _is_gcs(host: str, port: int, timeout: float) -> bool:
     """Whether a Ray GCS answers one gRPC call at (host, port): it replies, or refuses a driver
     without the cluster's token; another gRPC server does not know the method, anything else fails
@@ -98,20 +71,6 @@ def _is_gcs(host: str, port: int, timeout: float) -> bool:
         except grpc.RpcError as exc:
             return exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
     return True
-
-
-@contextmanager
-def loopback_only() -> Iterator[None]:
-    """Ray on loopback: Ray swaps 127.0.0.1 for the machine's LAN address (to dial, and to listen on
-    every interface) unless it believes multi-node clusters are off; for the block, they are."""
-    from ray._private import ray_constants
-
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def is_loopback(address: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from runners import Backend, Batch, BatchResult, run_batch
+from runners.backend import Backend, Batch, BatchResult, run_batch
 
 
 class SerialBackend(Backend):
@@ -22,6 +22,3 @@ class SerialBackend(Backend):
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         for batch in batches:
             yield run_batch(batch)
-
-    def shutdown(self) -> None:
-        pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from runners import Backend, Batch, BatchResult, run_batch, stream_futures
+from runners.backend import Backend, Batch, BatchResult, Futures, in_flight, run_batch
 
 
 class ThreadsBackend(Backend):
@@ -13,14 +13,12 @@ class ThreadsBackend(Backend):
 
     name = "threads"
     shares_memory = True
+    stops_running_items = False  # a thread cannot be stopped: a run that ends waits for its items
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="runners-worker")
+        self.on_shutdown(self._pool.shutdown, wait=True, cancel_futures=True)
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
-        return stream_futures(lambda b: self._pool.submit(run_batch, b), batches, 2 * self.workers, self.name)
-
-    def shutdown(self) -> None:
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        submit = Futures(lambda batch: self._pool.submit(run_batch, batch), self.name)
+        return in_flight(submit, batches, 2 * self.workers)

@@ -10,15 +10,8 @@ from ._backend import (
     ItemFailure,
     NoOptions,
     PackedValues,
-    first_unpicklable,
-    future_outcome,
-    portable_exception,
-    prepare_worker,
-    run_batch,
-    run_pickled_batch,
-    stream_futures,
+    Parcel,
     usable_cpus,
-    worker_environment,
 )
 from ._config import job_from_sources, parse_sets, read_yaml
 from ._engine import DEFAULT_SEED, Job, Plan, RunRecord, Timings, plan, run, run_on
@@ -38,6 +31,7 @@ from ._errors import (
     WorkerLost,
     signal_name,
 )
+from ._inflight import Feed, Futures, Handles, in_flight
 from ._matrix_run import load_matrix, read_results, run_matrix
 from ._memory import PeakMemory, tree_mb
 from ._peer import split_address, what_answers
@@ -47,6 +41,15 @@ from ._scratch import scratch_folder, sweep_scratch
 from ._shared import SharedArray
 from ._signals import keep_signal_handlers
 from ._task import Task, Verdict, item_seed, param
+from ._transport import pickle_batch, transport_failure
+from ._worker import (
+    item_failure,
+    portable_exception,
+    prepare_worker,
+    run_batch,
+    run_pickled_batch,
+    worker_environment,
+)
 
 __all__ = [
     "Backend",
@@ -79,8 +82,14 @@ __all__ = [
     "WorkerLost",
     "backend_names",
     "backend_status",
-    "first_unpicklable",
-    "future_outcome",
+    "Feed",
+    "Futures",
+    "Handles",
+    "Parcel",
+    "in_flight",
+    "item_failure",
+    "pickle_batch",
+    "transport_failure",
     "item_seed",
     "job_from_sources",
     "keep_signal_handlers",
@@ -103,7 +112,6 @@ __all__ = [
     "scratch_folder",
     "signal_name",
     "split_address",
-    "stream_futures",
     "sweep_scratch",
     "task_names",
     "tree_mb",

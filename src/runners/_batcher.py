@@ -68,9 +68,10 @@ class Batcher:
                 return
             if not isinstance(chunk, range):
                 self.item_bytes = sampled_bytes(chunk)  # the latest: one big item must not pin sizes at 1
-            yield Batch(self.count, self.fn, self.issued, chunk, self.timeout)
-            self.issued += len(chunk)
+            batch = Batch(self.count, self.fn, self.issued, chunk, self.timeout)
+            self.issued += len(chunk)  # counted as it is handed out, even if no more is asked for
             self.count += 1
+            yield batch
 
     def observe(self, result: BatchResult, round_trip: float) -> None:
         """Learn from a finished batch, which took `round_trip` seconds from hand-over to result."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from ._backend import IN_WORKER, Backend, usable_cpus
+from ._backend import Backend, usable_cpus
 from ._batcher import MAX_BATCH_BYTES, Batcher
 from ._deadline import Expired, check_time_limit, time_limit
 from ._errors import (
@@ -28,6 +28,7 @@ from ._ordered import OrderedRun, Policy, Tally
 from ._registry import load_backend, load_task
 from ._task import Task, Verdict
 from ._validate import build
+from ._worker import IN_WORKER
 
 DEFAULT_SEED = 20260101
 MAX_WORKERS = 4096  # a bound that no real pool reaches, so a typo cannot fork-bomb the machine
@@ -142,13 +143,13 @@ def plan(job: Job) -> Plan:
             f"back-end {job.backend!r} runs async functions, and task {task.name!r} has none; "
             "use a task with run_async (such as iowait) or another back-end", key="backend"
         )
-    if backend.separate_processes:
-        if os.environ.get(IN_WORKER):
-            raise ConfigError(
-                f"back-end {job.backend!r} would start a pool of processes inside a runners worker; "
-                "nested pools multiply processes (workers x workers) and are refused: run the inner "
-                "work with the serial or threads back-end", key="backend"
-            )
+    if backend.separate_processes and os.environ.get(IN_WORKER):
+        raise ConfigError(
+            f"back-end {job.backend!r} would start a pool of processes inside a runners worker; "
+            "nested pools multiply processes (workers x workers) and are refused: run the inner "
+            "work with the serial or threads back-end", key="backend"
+        )
+    if backend.pickles_items:
         ensure_picklable(task.run, task.name)
     return Plan(task, params, backend, options, workers, job.chunksize, job.seed, _policy(job, backend))
 

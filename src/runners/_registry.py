@@ -63,7 +63,7 @@ def task_names() -> list[str]:
 
 
 def load_backend(name: str) -> type[Backend]:
-    """The back-end class registered as `name`; raises with the valid names or the extra to install."""
+    """The back-end class registered as `name`; raises with the valid names or how to install it."""
     registry = Registry.scan(BACKENDS)
     if name not in registry.entries:
         raise registry.unknown("back-end", name, BackendNotFound)
@@ -80,7 +80,7 @@ def load_backend(name: str) -> type[Backend]:
         raise ConfigError(f"back-end {name!r} ({registry.entries[name].value}) is not a runners.Backend")
     missing = [m for m in backend.requires if importlib.util.find_spec(m) is None]
     if missing:
-        raise BackendUnavailable(_install_hint(name, backend.extra, f"No module named {missing[0]!r}"))
+        raise BackendUnavailable(_install_hint(name, backend.install, f"No module named {missing[0]!r}"))
     return backend
 
 
@@ -183,9 +183,8 @@ def _as_task(obj: Any, ref: str) -> Task:
     raise TaskNotFound(f"task {ref!r} is a {type(obj).__name__}, not a runners.Task or a function")
 
 
-def _install_hint(name: str, extra: str | None, reason: str) -> str:
-    install = f"pip install 'runners[{extra}]'" if extra else "install its package"
-    return f"back-end {name!r} is not available: {reason}; {install} to use it"
+def _install_hint(name: str, install: str | None, reason: str) -> str:
+    return f"back-end {name!r} is not available: {reason}; {install or 'install its package'} to use it"
 
 
 def _owner(ep: EntryPoint) -> str:
