@@ -12,9 +12,10 @@ import pytest
 from runners_tasks.tiny import add_one
 
 import runners
-from runners import Batch, PackedValues, Task, Verdict, param, testing
+from runners import Task, Verdict, param, testing
 from runners._backend import packed as packed_values
 from runners._batcher import MAX_BATCH_BYTES, Batcher
+from runners.backend import Batch, PackedValues
 from tests.conftest import installed_backends
 
 VALUE_BYTES = 100_000
@@ -157,7 +158,7 @@ def test_a_batch_whose_first_item_fails_packs_nothing():
     assert packed_values([]) == []
 
 
-class LaggyBackend(runners.Backend):
+class LaggyBackend(runners.backend.Backend):
     """Runs batches here, each result arriving `lag` seconds after its batch was handed over: a
     back-end whose round trip costs more than its work (dask's ~30 ms, Ray's ~5 ms)."""
 
@@ -168,10 +169,10 @@ class LaggyBackend(runners.Backend):
     def start(self) -> None:
         pass
 
-    def run(self, batches: Iterator[Batch]) -> Iterator[runners.BatchResult]:
+    def run(self, batches: Iterator[Batch]) -> Iterator[runners.backend.BatchResult]:
         for batch in batches:
             time.sleep(self.lag)
-            yield runners.run_batch(batch)
+            yield runners.backend.run_batch(batch)
 
     def shutdown(self) -> None:
         pass
@@ -215,7 +216,7 @@ def sizes_after(observations: list[tuple[int, float, float]], total: int = 10**6
     batcher = Batcher(range(total), add_one, workers=2, chunksize=None, max_bytes=2**40)  # no byte bound
     batcher.issued = sum(items for items, _, _ in observations)
     for items, seconds, round_trip in observations:
-        batcher.observe(runners.BatchResult(0, [0] * items, seconds=seconds), round_trip)
+        batcher.observe(runners.backend.BatchResult(0, [0] * items, seconds=seconds), round_trip)
     return batcher.next_size()
 
 

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import runners
-from runners import ConfigError, job_from_sources, parse_sets, plan
+from runners import ConfigError, job_from_sources, plan
+from runners._config import parse_sets  # the CLI's own, private
 from runners._errors import short_repr
 from runners._yaml import (
     MAX_DEPTH,

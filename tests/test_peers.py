@@ -149,7 +149,7 @@ def test_what_answers_tells_nothing_from_a_web_server_from_a_silent_service(web_
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         closed = unused.getsockname()[1]
-    assert runners.what_answers("127.0.0.1", closed).startswith("nothing (")
-    assert runners.what_answers("127.0.0.1", web_server) == "an HTTP server (HTTP/1.0 200 OK)"
-    assert runners.what_answers("127.0.0.1", silent_server.port, timeout=1.0) == (
+    assert runners.backend.what_answers("127.0.0.1", closed).startswith("nothing (")
+    assert runners.backend.what_answers("127.0.0.1", web_server) == "an HTTP server (HTTP/1.0 200 OK)"
+    assert runners.backend.what_answers("127.0.0.1", silent_server.port, timeout=1.0) == (
         "a service that accepted the connection and said nothing")

@@ -77,7 +77,8 @@ def load_backend(name: str) -> type[Backend]:
             f"back-end {name!r} ({entry}) failed to load: {type(exc).__name__}: {exc}"
         ) from exc
     if not (isinstance(backend, type) and issubclass(backend, Backend)):
-        raise ConfigError(f"back-end {name!r} ({registry.entries[name].value}) is not a runners.Backend")
+        raise ConfigError(f"back-end {name!r} ({registry.entries[name].value}) "
+                          "is not a runners.backend.Backend")
     missing = [m for m in backend.requires if importlib.util.find_spec(m) is None]
     if missing:
         raise BackendUnavailable(_install_hint(name, backend.install, f"No module named {missing[0]!r}"))
