@@ -156,10 +156,11 @@ class MpiBackend(Backend):
         return self._scheme.run(batches)
 
     def _run_spawned(self, batches: Iterator[Batch] | Feed) -> Iterator[BatchResult]:
-        """Batches on the job this back-end started; a job that lost a rank is replaced, and the
-        remaining batches (and the engine's retries, in a later pass) run on the fresh one."""
+        """Batches on the job this back-end started; a job that lost a rank, or still holds batches of
+        a run that stopped early, is replaced, and the remaining batches (and the engine's retries, in
+        a later pass) run on the fresh one."""
         while True:
-            if self._relay.lost is not None:
+            if self._relay.lost is not None or self._relay.abandoned:
                 self._relay.close()
                 self._relay = Relay(self._command, 2 * self.workers)
             yield from self._relay.run(batches)

@@ -61,6 +61,7 @@ class Relay(Handles[int]):
         self.finished = False  # the current pass is over (the job waits for "again" or "close")
         self.ended = False  # this pass's batches are all sent (None went last)
         self.lost: WorkerLost | None = None  # why the job is gone, once it is
+        self.abandoned = False  # a pass was stopped early: its batches may still come back
         self._held: dict[int, Batch] = {}  # sent and not answered: what a lost rank takes with it
         self._results: dict[int, BatchResult] = {}
         authkey = os.urandom(32)
@@ -117,7 +118,11 @@ class Relay(Handles[int]):
         if self.finished:
             self._send("again")
             self.finished = self.ended = False
-        yield from in_flight(self, self._then_end(batches), self.window)
+        try:
+            yield from in_flight(self, self._then_end(batches), self.window)
+        except GeneratorExit:  # the run stopped mid-pass (an item failed, Ctrl-C): the job still holds
+            self.abandoned = True  # batches whose ids the next run reuses; it needs a fresh job
+            raise
         while self.lost is None and not self.finished:
             self.finished = self._receive() == ("done",)
 
@@ -216,7 +221,6 @@ class Relay(Handles[int]):
             if self._wait(10) is None:
                 self.process.kill()
         self.process.wait()
-
 
 
 def forward_without_banner(stream: IO[bytes], fd: int) -> None:
