@@ -18,14 +18,29 @@ import psutil
 import pytest
 
 import runners
+from runners.testing import BackendSuite
 
 ROOT = Path(__file__).resolve().parents[1]
+# A distribution of its own: its test runs only where it is installed (tests/test_example_plugin.py).
+collect_ignore = ["example_plugin"]
 # Helpers that multiprocessing keeps for the life of the interpreter (not per pool): not orphans.
 INTERPRETER_HELPERS = ("resource_tracker", "forkserver")
 SYSTEM_TEMP = tempfile.gettempdir()
 # multiprocessing's own folder lives as long as this interpreter (the forkserver's socket is in it):
 # make it now, in the system's temp, not in the first test's private one.
 multiprocessing.util.get_temp_dir()
+
+
+# Modules whose cases each start a cluster or a CLI subprocess with a pool: the `slow` marker, left out
+# of the day-to-day loop (`pytest -m "not slow"`); `.ci/run` runs everything.
+SLOW_MODULES = {"test_faults", "test_ray", "test_dask", "test_mpi", "test_mpi_jobs", "test_example_plugin",
+                "test_bed_dask", "test_bed_mpi", "test_bed_ray", "test_bed_itself"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 def installed_backends() -> list[str]:
@@ -122,13 +137,15 @@ def _live_children() -> list[psutil.Process]:
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers(tmp_path_factory):
+def no_leftovers(tmp_path_factory, request):
     """Every test must leave no child process, no new /dev/shm segment and no temporary file behind.
 
     Each test gets a TMPDIR of its own (inherited by every process it starts, CLI runs included), so
     what a run leaves in it is this test's, whatever else runs on the machine at the same time; and a
     new /dev/shm segment is blamed on the test only if its own processes made it (see Witness).
-    Yields the Witness, for tests that tell their own run's segments from any other's."""
+    Yields the Witness, for tests that tell their own run's segments from any other's. The kit's cases
+    on a back-end shared by their class (fixture `started`) leave its workers running: the fixture checks
+    them when it shuts the back-end down."""
     tmp_path_factory.getbasetemp()  # pytest's own folder: fixed on first use, so before TMPDIR changes
     shm_before = _shm()
     before = {p.pid for p in _live_children()}
@@ -145,11 +162,12 @@ def no_leftovers(tmp_path_factory):
             os.environ["TMPDIR"] = saved[0]
         tempfile.tempdir = saved[1]
         witness.stop()
+    shared = "started" in request.fixturenames  # its back-end's leftovers: see shared_leftovers
     deadline = time.monotonic() + 10
     while True:
-        new = [p for p in _live_children() if p.pid not in before]
+        new = [p for p in _live_children() if p.pid not in before and not shared]
         # a job's segments go when its last rank has gone (runners_mpi's sweeper): give it that time
-        leaked = {name for name in _shm() - shm_before if witness.owns(name)}
+        leaked = {name for name in _shm() - shm_before if witness.owns(name) and not shared}
         if not (new or leaked) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -158,6 +176,24 @@ def no_leftovers(tmp_path_factory):
     assert not new, f"processes left behind: {[(p.pid, p.cmdline()) for p in new]}"
     assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
     assert not left, f"temporary files left behind in TMPDIR: {left}"
+
+
+@pytest.fixture(scope="class", autouse=True)
+def shared_leftovers(request):
+    """The kit's classes (runners.testing.BackendSuite) run most cases on one back-end started for the
+    class: the /dev/shm segments its processes made must be gone once it is shut down (its processes:
+    the kit's own fixture checks them). Set up before that fixture, so torn down after it."""
+    if request.cls is None or not issubclass(request.cls, BackendSuite):
+        yield
+        return
+    shm_before = _shm()
+    witness = Witness()
+    yield
+    witness.stop()
+    deadline = time.monotonic() + 10
+    while (leaked := {n for n in _shm() - shm_before if witness.owns(n)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not leaked, f"the shared back-end left shared-memory segments: {sorted(leaked)}"
 
 
 def tagged_processes(tag: str) -> list[psutil.Process]:

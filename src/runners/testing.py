@@ -1,7 +1,7 @@
 """Item functions and tasks for testing back-ends; importable wherever runners is, so workers find them.
 
-The conformance suite in the project's tests/ runs every installed back-end through cases built on
-these; plugin authors can use them the same way.
+`BackendSuite` is the conformance kit built on them: a plugin's tests subclass it and name their
+back-end (`class TestMine(runners.testing.BackendSuite): backend = "mine"`); see runners/_kit.py.
 """
 
 from __future__ import annotations
@@ -177,3 +177,17 @@ def blas_threads(item: int) -> dict[str, Any]:
 
     return {"omp": os.environ.get("OMP_NUM_THREADS"),
             "pools": [info["num_threads"] for info in threadpool_info()]}
+
+
+def call_item(item: Any) -> Any:
+    """Call the item (a function, such as a lambda that only cloudpickle sends)."""
+    return item()
+
+
+def __getattr__(name: str) -> Any:
+    # The kit imports pytest: loaded only when a test suite asks for it, never in a worker.
+    if name == "BackendSuite":
+        from ._kit import BackendSuite
+
+        return BackendSuite
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
