@@ -6,8 +6,9 @@ fails the test instead of stalling CI; run_cli (or assert_nothing_left) fails it
 the run survives, the fault_env fixture if any Ray daemon of its private temp root does, the autouse
 fixture of conftest.py if a /dev/shm segment does.
 
-What each back-end is expected to do comes from `EXPECT`, which mirrors the README's back-end table,
-and from the back-ends' own capability flags: where a back-end cannot honour a case, the test asserts
+What each back-end is expected to do comes from what its class declares (`lost_items`, `names_signal`,
+`stops_running_items`, `items_by_value`, `startup_seconds`, `enforces_timeout`; runners.testing's kit
+checks each declaration), not from tables kept here: where a back-end cannot honour a case, the test asserts
 the documented behaviour instead. In-process back-ends (serial, threads, asyncio, and auto, which runs
 quick items in the driver): an item that SIGKILLs, segfaults or `os._exit`s its process ends the
 runner itself with that signal or code, printing no result, leaving nothing behind. Back-ends without
@@ -64,34 +65,29 @@ class Expect:
 
     in_runner: bool  # items run in the runner's own process: a crash there ends the runner itself
     timeout: bool  # stops and replaces a worker whose item outlives --timeout; else refuses it (exit 2)
-    exact_items: bool  # a lost worker names only the dead worker's items (else: every batch in flight)
+    exact_items: bool  # a lost worker names only the dead worker's items
+    # A worker's death fails every batch in flight (a broken executor, joblib's pool, the MPI job): the
+    # error names all their items and says that the dead worker held some of them, not which.
+    all_in_flight: bool
     signal_known: bool  # a lost worker's error names the signal (SIGKILL, SIGSEGV, EXIT(0))
     stops_running: bool  # fail-fast and Ctrl-C stop items already running (threads: cannot)
     cloudpickle: bool  # items travel by cloudpickle: a lambda as an item goes (results must pickle)
     startup: float  # seconds to start and stop it in a subprocess on a busy 2-core machine
 
 
-# The columns no capability flag carries, by back-end (README table: "when a worker dies").
-EXACT_ITEMS = {"multiprocessing"}
-SIGNAL_KNOWN = {"multiprocessing", "futures", "mpi"}
-CLOUDPICKLE = {"joblib", "dask", "ray"}
-# A worker's death fails every batch in flight (a broken executor, joblib's pool, the MPI job): the
-# error names all their items and says that the dead worker held some of them, not which.
-ALL_IN_FLIGHT = {"futures", "joblib", "mpi"}
-STARTUP = {"dask": 20, "ray": 40}  # others: 10
-
-
 def expect(backend: str) -> Expect:
+    """What the back-end's class declares (runners.backend.Backend's guarantees, which the kit checks)."""
     cls = runners.load_backend(backend)
     return Expect(
         # auto runs items in the driver until parallel work pays; these cases' items never do
-        in_runner=not cls.separate_processes or backend == "auto",
+        in_runner=cls.lost_items is None or backend == "auto",
         timeout=cls.enforces_timeout,
-        exact_items=backend in EXACT_ITEMS,
-        signal_known=backend in SIGNAL_KNOWN,
-        stops_running=cls.separate_processes or cls.runs_coroutines or cls.name == "serial",
-        cloudpickle=backend in CLOUDPICKLE,
-        startup=STARTUP.get(backend, 10),
+        exact_items=cls.lost_items == "exact",
+        all_in_flight=cls.lost_items == "in flight",
+        signal_known=cls.names_signal,
+        stops_running=cls.stops_running_items,
+        cloudpickle=cls.items_by_value,
+        startup=cls.startup_seconds,
     )
 
 
@@ -285,8 +281,8 @@ def assert_lost(done: subprocess.CompletedProcess, backend: str, how: str) -> st
         assert failure["error"]["type"] == "WorkerLost" and "result" not in failure, done.stdout
     if expect(backend).signal_known:
         assert how in done.stderr, done.stderr
-    said = "held one or more of items" if backend in ALL_IN_FLIGHT else "held items"
-    if backend in ALL_IN_FLIGHT and re.search(r"held items \d+$", done.stderr, re.M):
+    said = "held one or more of items" if expect(backend).all_in_flight else "held items"
+    if expect(backend).all_in_flight and re.search(r"held items \d+$", done.stderr, re.M):
         said = "held items"  # one item in flight: then it is known which
     assert said in done.stderr, done.stderr
     held = done.stderr.split(said, 1)[1]
@@ -377,7 +373,7 @@ def test_sigkilled_worker_is_reported_with_signal_and_items_quickly(backend, met
     named = named_items(held)
     if expect(backend).exact_items:
         assert 3 in named  # the watcher knows which batch the dead worker ran
-    elif backend in ALL_IN_FLIGHT:
+    elif expect(backend).all_in_flight:
         assert 3 in named, held  # among the items it says the dead worker may have held
     assert "Traceback" not in done.stderr
     assert time.monotonic() - began < expect(backend).startup + 5  # includes start-up
