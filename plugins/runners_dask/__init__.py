@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import queue
 import re
 import shutil
-import socket
 import sys
 import sysconfig
 import uuid
@@ -25,6 +23,7 @@ from runners.backend import (
     Parcel,
     RunnersError,
     WorkerLost,
+    check_listen_address,
     in_flight,
     param,
     pickle_batch,
@@ -69,7 +68,7 @@ class DaskOptions:
         if not self.processes:
             raise ConfigError(f"backend.bind={self.bind!r} needs processes=true: thread workers talk "
                               "inside this process and listen on no address")
-        _check_local_address(self.bind)
+        check_listen_address(self.bind, "backend.bind")
 
 
 def _ready() -> bool:
@@ -194,7 +193,6 @@ class DaskBackend(Backend):
         self._client.upload_file(str(resolved))
 
 
-
 class DaskTasks(Handles[Any]):
     """Dask futures of batch tasks, as the in-flight loop waits on them (told of each that finishes
     by its done callback: dask's own waits need a default client)."""
@@ -248,20 +246,3 @@ class DaskTasks(Handles[Any]):
 
 def _host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip  # dask takes an IPv6 host in brackets
-
-
-def _check_local_address(value: str) -> None:
-    """Raise a ConfigError unless `value` is an IP address of this machine or a wildcard."""
-    import psutil
-
-    # link-local IPv6 addresses need a %interface scope that a listen address cannot carry: left out
-    mine = {ipaddress.ip_address(a.address) for nic in psutil.net_if_addrs().values() for a in nic
-            if a.family in (socket.AF_INET, socket.AF_INET6) and "%" not in a.address}
-    try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
-        ip = None
-    if ip is None or not (ip in mine or ip.is_unspecified):
-        valid = ", ".join(sorted(map(str, mine), key=lambda a: (":" in a, a)))
-        raise ConfigError(f"backend.bind: {value!r} is not an IP address of this machine; expected one "
-                          f"of {valid}, or 0.0.0.0 (every interface)")

@@ -11,10 +11,12 @@ Two ways to use it:
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +113,12 @@ class MpiBackend(Backend):
         if under_mpiexec():
             self._start_ranks()
         elif self.options.spawn:
-            self._command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme],
-                                            self.options.hostfile)
-            self._relay = Relay(self._command, 2 * self.workers)
-            self.on_shutdown(self._close_relay)
+            command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme],
+                                      self.options.hostfile)
+            # A job that replaces a lost one keeps its files where the first did (TMPDIR at start-up).
+            self._new_relay = functools.partial(Relay, command, 2 * self.workers, tempfile.gettempdir())
+            self._relay = self._new_relay()
+            self.on_shutdown(lambda: self._relay.close())  # the job of the moment: a lost one is replaced
         else:
             raise ConfigError("the mpi back-end needs MPI ranks (backend.spawn is false); run: "
                               + shlex.join(mpiexec_command(ranks, _this_command())))
@@ -131,7 +135,7 @@ class MpiBackend(Backend):
         sweep_when_gone(MPI.COMM_WORLD)
         if MPI.COMM_WORLD.Get_rank() == 0:
             self._scheme = SCHEMES[self.options.scheme](MPI.COMM_WORLD)
-            self.on_shutdown(self._finish_ranks)
+            self.on_shutdown(lambda: self._scheme.finish(self._exit_code))  # ranks leave with rank 0's code
             self.workers = self._scheme.workers  # the ranks decide, not --workers
             return
         limit_worker()  # this rank only runs items: no nested pools, one BLAS thread
@@ -149,8 +153,7 @@ class MpiBackend(Backend):
         sys.exit(code)
 
     def run(self, batches: Work) -> Iterator[BatchResult]:
-        """Batches (or, on rank 0 of a job this back-end started, the driver's parcels: a Feed) on the
-        ranks of the surrounding mpiexec, or on the job this back-end started."""
+        """Batches on the job this back-end started, or on the ranks of the mpiexec around it."""
         if self._relay is not None:
             return self._run_spawned(batches)
         return self._scheme.run(batches)
@@ -162,7 +165,7 @@ class MpiBackend(Backend):
         while True:
             if self._relay.lost is not None or self._relay.abandoned:
                 self._relay.close()
-                self._relay = Relay(self._command, 2 * self.workers)
+                self._relay = self._new_relay()
             yield from self._relay.run(batches)
             if self._relay.lost is None:
                 return
@@ -170,12 +173,6 @@ class MpiBackend(Backend):
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
         self._exit_code = exit_code(exc)  # what worker ranks leave with
         super().__exit__(kind, exc, tb)
-
-    def _finish_ranks(self) -> None:
-        self._scheme.finish(self._exit_code)  # worker ranks leave with rank 0's exit code
-
-    def _close_relay(self) -> None:
-        self._relay.close()
 
 
 def exit_code(exc: BaseException | None) -> int:

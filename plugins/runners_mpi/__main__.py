@@ -7,53 +7,17 @@ other ranks serve batches inside `start()` and exit there, as under a user's own
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import threading
-from collections.abc import Iterator
 from multiprocessing.connection import Client, Connection
-from typing import Any
 
-from runners.backend import WAIT_SECONDS, Parcel
+from runners.backend import Arrivals
 
 from . import MpiBackend, MpiOptions
 from ._relay import ADDRESS, AUTHKEY
 
 
-class Inbox:
-    """The driver's messages as they arrive: during a pass, its parcels (a Feed for the in-flight loop,
-    which must not block on it while results are in flight, and an iterator for spmd's rounds) until
-    None ends the pass; between passes, "again" or "close"."""
-
-    def __init__(self) -> None:
-        self._messages: queue.Queue[Any] = queue.Queue()
-        self.finished = False  # this pass's parcels have all come
-
-    def put(self, message: Any) -> None:
-        self._messages.put(message)
-
-    def take(self, wait: float) -> Parcel | None:
-        if self.finished:
-            return None
-        try:
-            parcel = self._messages.get(timeout=wait) if wait > 0 else self._messages.get_nowait()
-        except queue.Empty:
-            return None
-        self.finished = parcel is None
-        return parcel
-
-    def __iter__(self) -> Iterator[Parcel]:
-        while not self.finished:
-            if (parcel := self.take(WAIT_SECONDS)) is not None:
-                yield parcel
-
-    def again(self) -> bool:
-        """After a pass: whether the driver starts another (else it closes the job)."""
-        self.finished = False
-        return self._messages.get() == "again"
-
-
-def read_all(conn: Connection, inbox: Inbox) -> None:
+def read_all(conn: Connection, inbox: Arrivals) -> None:
     """Move every message from the driver into `inbox` as it arrives, so the driver never waits on
     this rank to read (it sends batches ahead) while this rank waits on the driver to read results.
 
@@ -76,13 +40,14 @@ def main() -> None:
     authkey = bytes.fromhex(os.environ.pop(AUTHKEY))
     with MpiBackend(MpiOptions(scheme=sys.argv[1], spawn=False)) as backend:  # workers stay in here
         with Client((host, int(port)), authkey=authkey) as conn:
-            inbox = Inbox()
+            inbox = Arrivals()  # a Feed: the in-flight loop never blocks on it
             threading.Thread(target=read_all, args=(conn, inbox), daemon=True).start()
             while True:  # one pass per engine call of run(); the driver ends with "close"
                 for result in backend.run(inbox):
                     conn.send(("result", result))
                 conn.send(("done",))
-                if not inbox.again():
+                inbox.reopen()  # between passes, the driver says "again" or "close"
+                if inbox.take(None) != "again":
                     break
 
 

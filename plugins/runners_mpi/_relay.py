@@ -52,9 +52,10 @@ HYDRA_BANNER = re.compile(rb"(=+|=   .*|YOUR APPLICATION TERMINATED WITH THE EXI
 
 class Relay(Handles[int]):
     """Starts `command` (an mpiexec line running `python -m runners_mpi`) and waits for its rank 0; a
-    batch's handle is its id, and its result comes back on the connection."""
+    batch's handle is its id, and its result comes back on the connection. The job's files go in a
+    scratch folder within `scratch` (default TMPDIR)."""
 
-    def __init__(self, command: list[str], window: int) -> None:
+    def __init__(self, command: list[str], window: int, scratch: str | None = None) -> None:
         super().__init__("mpi")
         self.command = command
         self.window = window  # batches sent ahead of the job's results
@@ -68,7 +69,7 @@ class Relay(Handles[int]):
         server = socket.create_server(("127.0.0.1", 0))
         # mpiexec leaves files in TMPDIR when it is stopped (hydra's hwloc topology): give the job a
         # folder of its own, removed with it (or, after a SIGKILLed driver, by the next run's sweep).
-        self.tmp = scratch_folder("mpi")
+        self.tmp = scratch_folder("mpi", scratch)
         # Every rank only runs items: the limits of a pool worker (no nested pools, one BLAS thread).
         env = {**os.environ, **WORKER_ENVIRONMENT,
                ADDRESS: f"127.0.0.1:{server.getsockname()[1]}", AUTHKEY: authkey.hex(),
@@ -127,26 +128,23 @@ class Relay(Handles[int]):
             self.finished = self._receive() == ("done",)
 
     def _then_end(self, batches: Iterable[Batch]) -> Iterator[Batch]:
-        # Not `yield from`: closing this generator (its job was lost) must leave `batches` open for
-        # the next job.
+        # Not `yield from`: closing this (its job was lost) must leave `batches` open for the next job.
         for batch in batches:  # noqa: UP028
             yield batch
         self._send(None)  # no more in this pass: the job ends it once it has answered these
         self.ended = True
 
     def submit(self, batch: Batch) -> int:
-        parcel = pickle_batch(batch)
+        self._send(pickle_batch(batch))  # a batch that does not pickle fails here: its own outcome
         self._held[batch.id] = batch
-        self._send(parcel)
         return batch.id
 
     def wait(self, handles: list[int], timeout: float) -> Iterable[int]:
         if self.lost is None and not self.conn.poll(timeout):
             return ()
-        message = self._receive()
-        if message is None:
+        if (message := self._receive()) is None:
             return handles  # the job is gone, and every batch it held with it
-        result = message[1]
+        _, result = message  # ("result", BatchResult)
         self._results[result.batch_id] = result
         return (result.batch_id,)
 

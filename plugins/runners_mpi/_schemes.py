@@ -24,6 +24,7 @@ from runners.backend import (
     Futures,
     Parcel,
     WorkerLost,
+    environment,
     in_flight,
     pickle_batch,
     run_pickled_batch,
@@ -73,17 +74,8 @@ def as_worker() -> Iterator[None]:
         return
     from threadpoolctl import threadpool_limits
 
-    saved = {name: os.environ.get(name) for name in WORKER_ENVIRONMENT}
-    os.environ.update(WORKER_ENVIRONMENT)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with environment(WORKER_ENVIRONMENT), threadpool_limits(1):
+        yield
 
 
 def run_here(parcel: Parcel) -> BatchResult:

@@ -21,6 +21,7 @@ from runners.backend import (
     Parcel,
     RunnersError,
     WorkerLost,
+    environment,
     in_flight,
     keep_signal_handlers,
     param,
@@ -146,21 +147,20 @@ class RayBackend(Backend):
         ray.get([ready.remote() for _ in range(cpus)])
 
     def _start_private(self, ray: ModuleType, quiet: dict[str, Any]) -> None:
-        saved_env = {k: os.environ.get(k) for k in ("PYTHONPATH",)}
         use_token_auth()
-        # The raylet passes its environment to the workers it forks: the driver's own folders (the
-        # task file's folder, the project) reach them this way, without a slow runtime_env.
-        os.environ["PYTHONPATH"] = os.pathsep.join(user_paths())
         # Ray keeps every session's logs and sockets under /tmp/ray for good; a run's own folder is
         # removed at shut-down unless the user asked for a place to keep them (to read the logs).
         temp = self.options.temp_dir
         if temp is None:
             temp = scratch_folder("ray", os.environ.get("RAY_TMPDIR"))  # short: sockets fit 107 bytes
             self.on_shutdown(shutil.rmtree, temp, ignore_errors=True)
+        self.on_shutdown(ray.shutdown)  # the private instance stops with it
         try:
-            self.on_shutdown(ray.shutdown)  # the private instance stops with it
-            # every process of the instance binds to 127.0.0.1; Ctrl-C and SIGTERM stay runners'
-            with loopback_only(), keep_signal_handlers():
+            # The raylet passes its environment to the workers it forks: the driver's own folders (the
+            # task file's folder, the project) reach them this way, without a slow runtime_env. Every
+            # process of the instance binds to 127.0.0.1; Ctrl-C and SIGTERM stay runners'.
+            with (environment({"PYTHONPATH": os.pathsep.join(user_paths())}), loopback_only(),
+                  keep_signal_handlers()):
                 ray.init(address="local", num_cpus=self.workers, num_gpus=0, include_dashboard=False,
                          object_store_memory=self.options.object_store_mb * 2**20,
                          runtime_env=self.options.runtime_env,
@@ -168,12 +168,6 @@ class RayBackend(Backend):
             self.max_batch_bytes = PRIVATE_BATCH_BYTES
         except Exception as exc:  # noqa: BLE001 - a failed start is one error to the user, whatever Ray raised
             raise RunnersError(f"ray: could not start a local Ray instance: {exc}") from exc
-        finally:
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def _join(self, ray: ModuleType, address: str, quiet: dict[str, Any]) -> None:
         # Ray itself retries an address that does not answer for minutes; a TCP probe fails fast.

@@ -11,9 +11,10 @@ the loop asks it without blocking while results are in flight.
 from __future__ import annotations
 
 import abc
+import queue
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from ._backend import Batch, BatchResult
 from ._transport import transport_failure
@@ -30,6 +31,40 @@ class Feed(Protocol):
     finished: bool
 
     def take(self, wait: float) -> Batch | None: ...
+
+
+class Arrivals:
+    """A Feed of batches that another thread hands over as they come (`put`), `put(None)` ending the
+    pass: MPI's rank 0 relaying the driver's batches; an executor's submissions. Between passes, other
+    messages may travel the same way (`reopen`, then `take`)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.finished = False  # this pass's batches have all come
+
+    def put(self, arrival: Any) -> None:
+        self._queue.put(arrival)
+
+    def take(self, wait: float | None) -> Any:
+        """The next arrival if it comes within `wait` seconds (None: however long it takes), else None."""
+        if self.finished:
+            return None
+        try:
+            arrival = self._queue.get(timeout=wait) if wait != 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        self.finished = arrival is None
+        return arrival
+
+    def __iter__(self) -> Iterator[Any]:
+        """The pass's batches one by one, for a consumer that is not the in-flight loop."""
+        while not self.finished:
+            if (batch := self.take(WAIT_SECONDS)) is not None:
+                yield batch
+
+    def reopen(self) -> None:
+        """Take arrivals again after the pass ended."""
+        self.finished = False
 
 
 class Handles(abc.ABC, Generic[H]):

@@ -8,6 +8,7 @@ instead, so the error can name the address, what answered and what was expected.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 
@@ -18,6 +19,26 @@ from ._errors import short_repr
 HTTP1_REQUEST = b"HEAD / HTTP/1.0\r\n\r\n"
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 HTTP2_FRAME_TYPES = range(10)  # DATA .. CONTINUATION: the 4th byte of a frame header
+
+
+def check_listen_address(value: str, key: str) -> None:
+    """Raise a ConfigError naming `key` unless `value` is an IP address of this machine or a wildcard:
+    for a back-end option that moves what runners starts off loopback (the user names the address)."""
+    import psutil
+
+    from ._errors import ConfigError
+
+    # link-local IPv6 addresses need a %interface scope that a listen address cannot carry: left out
+    mine = {ipaddress.ip_address(a.address) for nic in psutil.net_if_addrs().values() for a in nic
+            if a.family in (socket.AF_INET, socket.AF_INET6) and "%" not in a.address}
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        ip = None
+    if ip is None or not (ip in mine or ip.is_unspecified):
+        valid = ", ".join(sorted(map(str, mine), key=lambda a: (":" in a, a)))
+        raise ConfigError(f"{key}: {value!r} is not an IP address of this machine; expected one "
+                          f"of {valid}, or 0.0.0.0 (every interface)")
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -3,6 +3,7 @@ that only runs items (no driver signal handling, no nested pools, one BLAS threa
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
@@ -10,6 +11,7 @@ import pickle
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from ._backend import Batch, BatchResult, ItemFailure, PackedValues, Parcel, packed
@@ -107,6 +109,21 @@ def _is_main_process() -> bool:
     # items there); in a pool worker it is reported as the item's failure instead, so the pool learns of
     # it rather than losing a worker.
     return multiprocessing.parent_process() is None
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block; what was there before (or its absence) afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def worker_environment() -> dict[str, str]:

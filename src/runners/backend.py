@@ -20,18 +20,26 @@ from ._errors import (
     WorkerLost,
     signal_name,
 )
-from ._inflight import WAIT_SECONDS, Feed, Futures, Handles, in_flight
-from ._peer import split_address, what_answers
+from ._inflight import WAIT_SECONDS, Arrivals, Feed, Futures, Handles, in_flight
+from ._peer import check_listen_address, split_address, what_answers
 from ._registry import load_backend
 from ._scratch import scratch_folder
 from ._signals import keep_signal_handlers
 from ._task import param
 from ._transport import BatchNotPicklable, pickle_batch, transport_failure
-from ._worker import item_failure, prepare_worker, run_batch, run_pickled_batch, worker_environment
+from ._worker import (
+    environment,
+    item_failure,
+    prepare_worker,
+    run_batch,
+    run_pickled_batch,
+    worker_environment,
+)
 
 __all__ = [
     "LOST_ITEMS",
     "WAIT_SECONDS",
+    "Arrivals",
     "Backend",
     "BackendUnavailable",
     "Batch",
@@ -49,6 +57,8 @@ __all__ = [
     "Parcel",
     "RunnersError",
     "WorkerLost",
+    "check_listen_address",
+    "environment",
     "in_flight",
     "item_failure",
     "keep_signal_handlers",
