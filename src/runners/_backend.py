@@ -125,7 +125,8 @@ class BatchResult:
 
     batch_id: int
     values: list[Any] | PackedValues  # iterate or len() them; PackedValues from run_batch(pack=True)
-    # A WorkerLost that names no items lost the whole batch: the engine fills them in.
+    # A WorkerLost that names no items lost the whole batch (not `exact`: every batch in flight): the
+    # engine fills them in.
     error: ItemFailure | WorkerLost | ItemTimeout | None = None
     host: str = ""
     pid: int = 0

@@ -132,7 +132,7 @@ class BackendSuite:
                         "(the fault matrix checks that in a subprocess)")
         task = testing.map_task(testing.kill_self_on)
         with pytest.raises(WorkerLost) as caught:
-            run(task, backend=self.backend, workers=self.workers, chunksize=2,
+            run(task, backend=self.backend, workers=self.workers, chunksize=2, retries=0,  # a poison item
                 params={"items": list(range(8))})
         lost = caught.value
         assert 3 in lost.items, lost
@@ -145,11 +145,11 @@ class BackendSuite:
         """`stops_running_items`: an item's failure ends the run without waiting for the item running
         beside it (which sleeps far longer than any shut-down takes), or, declared not to, after it."""
         stops = backend_class.stops_running_items
-        task = testing.map_task(testing.raise_or_sleep)
+        task = testing.map_task(testing.raise_soon_or_sleep)
         self.skip_unless_runnable(backend_class, task)
         sleep = LONG_ITEM if stops else SHORT_ITEM
         the_plan = plan(Job(task, backend=self.backend, workers=2, chunksize=1,
-                            params={"items": [[0, 0.0], [1, sleep]]}))  # item 0 raises at once
+                            params={"items": [[0, 0.0], [1, sleep]]}))  # item 0 raises while 1 runs
         with the_plan.make_backend() as backend:  # the shut-down counts: it may wait for the items
             began = time.monotonic()
             with pytest.raises(TaskError):

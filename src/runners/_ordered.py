@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +137,9 @@ class OrderedRun:
             if self.progress is not None:
                 self.progress(len(result.values))
             return
-        error = as_exception(result, batch, attempt)
+        # in flight when it failed: the batches still out, and those this pass already failed
+        in_flight = [b.indices for b, _ in self.handed.values()] + [b.indices for b in retry]
+        error = as_exception(result, batch, attempt, in_flight)
         if self.policy.should_retry(error, attempt):
             retry.append(batch)
             self.tally.retried[type(error).__name__] += 1
@@ -172,11 +174,13 @@ def _chunks(start: int, values: list[Any] | PackedValues) -> Iterator[list[Any]]
         start += len(chunk)
 
 
-def as_exception(result: BatchResult, batch: Batch, attempt: int = 1) -> RunnersError:
+def as_exception(result: BatchResult, batch: Batch, attempt: int = 1,
+                 in_flight: Sequence[range] = ()) -> RunnersError:
     """The error of `result`, a failed run of `batch`, as the exception the engine raises or retries.
 
-    Back-ends report what they know; the batch places it: a failure without an index (the batch did
-    not unpickle in the worker) is its first item's, a lost worker that names no items lost the batch's.
+    Back-ends report what they know; the engine places it: a failure without an index (the batch did
+    not unpickle in the worker) is its first item's; a lost worker that names no items lost the batch's,
+    or, not `exact` (a broken pool cannot tell), every item that was in flight with it (`in_flight`).
     """
     error = result.error
     if isinstance(error, ItemFailure) and not isinstance(error.exception, BaseException):
@@ -194,8 +198,9 @@ def as_exception(result: BatchResult, batch: Batch, attempt: int = 1) -> Runners
         task_error.__cause__ = exc
         error = task_error
     elif isinstance(error, WorkerLost) and not error.items:
-        error = WorkerLost(error.reason, error.backend, list(batch.indices), error.host, error.exitcode,
-                           error.exact)
+        lost = [batch.indices, *([] if error.exact else in_flight)]
+        error = WorkerLost(error.reason, error.backend, sorted(i for r in lost for i in r), error.host,
+                           error.exitcode, error.exact)
     if attempt > 1:
         error.args = (f"{error} (attempted {attempt} times)",)
     return error

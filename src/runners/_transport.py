@@ -73,7 +73,8 @@ def transport_failure(batch: Batch | Parcel, exc: BaseException, backend: str) -
     if isinstance(exc, WorkerLost | ItemTimeout):
         return BatchResult(batch.id, [], exc)
     if isinstance(exc, BrokenExecutor):
-        return BatchResult(batch.id, [], WorkerLost(f"the pool broke ({exc})", backend))
+        # a broken pool fails every batch in flight, and cannot say which the dead worker held
+        return BatchResult(batch.id, [], WorkerLost(f"the pool broke ({exc})", backend, exact=False))
     if isinstance(exc, BatchNotPicklable):
         failure = ItemFailure(exc.index, exc.item, RuntimeError(str(exc)),
                               "".join(traceback.format_exception(exc.__cause__ or exc)))

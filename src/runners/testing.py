@@ -160,6 +160,16 @@ def raise_or_sleep(item: tuple[int, float]) -> int:
     return index
 
 
+def raise_soon_or_sleep(item: tuple[int, float]) -> int:
+    """Raise after 0.3 s for a zero delay (long enough for items beside it to be running), else sleep."""
+    index, delay = item
+    if delay == 0:
+        time.sleep(0.3)
+        raise RuntimeError(f"item {index} refuses")
+    time.sleep(delay)
+    return index
+
+
 def nested_pool(item: int) -> Any:
     """Try to start a process pool from inside a worker; returns the refusal message."""
     from ._engine import run
