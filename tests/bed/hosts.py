@@ -86,10 +86,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def end_processes(pids: Iterable[int], grace: float = STOP_SECONDS) -> list[int]:
-    """SIGTERM `pids`, SIGKILL those left after `grace` seconds; return any still alive after that."""
+def end_processes(pids: Iterable[int], grace: float | None = STOP_SECONDS) -> list[int]:
+    """SIGTERM `pids`, SIGKILL those left after `grace` seconds; return any still alive after that.
+    With `grace=None` there is no SIGTERM: the processes die at once, as in a power cut."""
     pids = set(pids)
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, STOP_SECONDS)):
+    steps = [(signal.SIGKILL, STOP_SECONDS)]
+    if grace is not None:
+        steps.insert(0, (signal.SIGTERM, grace))
+    for sig, wait in steps:
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -266,8 +270,10 @@ class Bed:
         return end_processes(self.processes(name), grace)
 
     def crash(self, name: str) -> None:
-        """The host's processes all die at once (SIGKILL): its sockets close, its peers are told."""
-        end_processes(self.processes(name), grace=0)
+        """The host's processes all die at once (SIGKILL): its sockets close, its peers are told.
+        No SIGTERM first: Ray's workers turn one into SystemExit inside the running item, a clean
+        exit that is not a lost node."""
+        end_processes(self.processes(name), grace=None)
 
     def cut(self, name: str) -> None:
         """Pull the host's cable: its packets are dropped, its peers are told nothing."""

@@ -62,7 +62,8 @@ def test_each_host_has_its_own_name_shared_memory_and_processes(bed):
         assert "bed-probe" not in on(bed, "h2", "ls", "/dev/shm").split()  # MPICH cannot take h2 for h1
     finally:
         on(bed, "h1", "rm", "/dev/shm/bed-probe")
-    listing = on(bed, "h3", "ps", "-e", "-o", "pid=,stat=,args=").splitlines()
+    # -ww: whole command lines; ps cuts them at the terminal width otherwise (CI's paths are long)
+    listing = on(bed, "h3", "ps", "-ww", "-e", "-o", "pid=,stat=,args=").splitlines()
     processes = [line.split(None, 2) for line in listing if line.split()[1][0] != "Z"]  # Z: not reaped yet
     assert len(processes) == 2, processes  # its process 1 and this ps: none of the machine's
     assert processes[0][0] == "1" and "host_init.py" in processes[0][2], processes
