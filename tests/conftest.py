@@ -37,9 +37,16 @@ SLOW_MODULES = {"test_faults", "test_ray", "test_dask", "test_mpi", "test_mpi_jo
                 "test_bed_dask", "test_bed_mpi", "test_bed_ray", "test_bed_itself"}
 
 
+CLUSTERS = {"ray", "dask", "mpi"}  # a case on one of these starts it: seconds each, more under load
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+        params = getattr(item, "callspec", None)
+        on_a_cluster = params is not None and any(
+            isinstance(value, str) and value in CLUSTERS for value in params.params.values())
+        slow_module = item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES
+        if slow_module or on_a_cluster:
             item.add_marker(pytest.mark.slow)
 
 
