@@ -22,6 +22,7 @@ from ._errors import (
     TaskNotFound,
     WorkerLost,
 )
+from ._executor import Executor
 from ._matrix_run import load_matrix, read_results, run_matrix
 from ._memory import PeakMemory, tree_mb
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "DEFAULT_SEED",
     "DriverInterrupt",
+    "Executor",
     "FailedItems",
     "ItemTimeout",
     "Job",

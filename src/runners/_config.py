@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._engine import DEFAULT_SEED, Job, plan
+from ._engine import DEFAULT_SEED, Job, plan, plan_backend
 from ._errors import ConfigError, short_repr
 from ._validate import unknown_key_message
 from ._yaml import BoundExceeded, parse_yaml
@@ -69,10 +69,11 @@ def job_from_sources(config: str | Path | None = None, *, task: str | None = Non
                      sets: Sequence[str] = (), env: Mapping[str, str] | None = None,
                      retries: int | None = None, retry_on: Sequence[str] | None = None,
                      timeout: float | None = None, run_timeout: float | None = None,
-                     fail_fast: bool | None = None) -> Job:
+                     fail_fast: bool | None = None, task_required: bool = True) -> Job:
     """One valid Job from a YAML file, flags and `--set` pairs; a flag wins over the file, the file
     over the environment. It is planned here, so that a bad value's error names where it came from:
-    the file (and the key path), the `--set` pair or the environment variable."""
+    the file (and the key path), the `--set` pair or the environment variable. With `task_required`
+    false (runners.Executor), a job without a task is planned without one."""
     env = os.environ if env is None else env
     spec = job_mapping(read_yaml(config), str(config)) if config is not None else {}
     source = str(config) if config is not None else "the command line"
@@ -99,7 +100,7 @@ def job_from_sources(config: str | Path | None = None, *, task: str | None = Non
     origins.update((f"backend.{key}", f"--set backend.{key}") for key in set_options)
 
     task_name = task if task is not None else spec.get("task")
-    if task_name is None:
+    if task_name is None and task_required:
         raise ConfigError(f"{source}: no task given; name one (runners exec TASK) or set 'task:' in the file")
     job = Job(
         task=task_name,
@@ -116,7 +117,7 @@ def job_from_sources(config: str | Path | None = None, *, task: str | None = Non
         fail_fast=_first(fail_fast, spec.get("fail_fast"), Job.fail_fast),
     )
     try:
-        plan(job)
+        plan(job) if task_name is not None else plan_backend(job)
     except ConfigError as exc:
         raise _located(exc, origins) from exc
     return job

@@ -38,7 +38,7 @@ MAX_WORKERS = 4096  # a bound that no real pool reaches, so a typo cannot fork-b
 class Job:
     """Everything that defines a run, as plain values (from YAML, flags or Python)."""
 
-    task: str | Task
+    task: str | Task | None  # None only where no task runs: runners.Executor
     params: Mapping[str, Any] = field(default_factory=dict)
     backend: str = "serial"
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -129,6 +129,20 @@ def plan(job: Job) -> Plan:
     """Validate `job` strictly and load what it names; raises ConfigError before anything starts."""
     task = load_task(job.task)
     params = build(task.params, job.params, "params")
+    backend, options, workers, policy = plan_backend(job)
+    if backend.runs_coroutines and task.run_async is None:
+        raise ConfigError(
+            f"back-end {job.backend!r} runs async functions, and task {task.name!r} has none; "
+            "use a task with run_async (such as iowait) or another back-end", key="backend"
+        )
+    if backend.pickles_items:
+        ensure_picklable(task.run, task.name)
+    return Plan(task, params, backend, options, workers, job.chunksize, job.seed, policy)
+
+
+def plan_backend(job: Job) -> tuple[type[Backend], Any, int, Policy]:
+    """The parts of `plan` that do not need the task (what `runners.Executor` takes): the back-end's
+    class and typed options, the workers, and the failure policy; raises ConfigError."""
     backend = load_backend(job.backend)
     options = build(backend.Options, job.options, "backend")
     workers = usable_cpus() if job.workers is None else job.workers
@@ -138,20 +152,13 @@ def plan(job: Job) -> Plan:
     if not isinstance(job.seed, int) or isinstance(job.seed, bool) or not 0 <= job.seed < 2**64:
         raise ConfigError(f"seed: expected an integer from 0 to 2**64 - 1, got {short_repr(job.seed)}",
                           key="seed")
-    if backend.runs_coroutines and task.run_async is None:
-        raise ConfigError(
-            f"back-end {job.backend!r} runs async functions, and task {task.name!r} has none; "
-            "use a task with run_async (such as iowait) or another back-end", key="backend"
-        )
     if backend.separate_processes and os.environ.get(IN_WORKER):
         raise ConfigError(
             f"back-end {job.backend!r} would start a pool of processes inside a runners worker; "
             "nested pools multiply processes (workers x workers) and are refused: run the inner "
             "work with the serial or threads back-end", key="backend"
         )
-    if backend.pickles_items:
-        ensure_picklable(task.run, task.name)
-    return Plan(task, params, backend, options, workers, job.chunksize, job.seed, _policy(job, backend))
+    return backend, options, workers, _policy(job, backend)
 
 
 def _policy(job: Job, backend: type[Backend]) -> Policy:

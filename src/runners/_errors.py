@@ -12,8 +12,9 @@ class RunnersError(Exception):
     exit_code = 1
 
 
-class ConfigError(RunnersError):
+class ConfigError(RunnersError, ValueError):
     """Bad input (config file, flag, name, value), found before any work starts; the CLI exits 2.
+    Also a ValueError, as Python's own bad-argument errors are (`ProcessPoolExecutor(max_workers=0)`).
 
     `key` is the key path of the bad value (`params.samples`, `backend.start_method`, `workers`),
     where one is to blame, so that the config reader can say which file or flag the value came from.

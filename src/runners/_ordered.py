@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -65,9 +66,17 @@ class InOrder:
         self.next_id = 0  # the batch whose values go out next
         self._finished: dict[int, tuple[int, list[Any] | PackedValues]] = {}  # id -> (first item, values)
         self._given_up: set[int] = set()  # failed batches whose values will never come (fail_fast off)
+        self._last = sys.maxsize  # the last batch whose values go out (end_at)
 
     def finished(self, batch: Batch, values: list[Any] | PackedValues) -> None:
-        self._finished[batch.id] = (batch.start, values)
+        if batch.id <= self._last:
+            self._finished[batch.id] = (batch.start, values)
+
+    def end_at(self, batch: Batch) -> None:
+        """Let nothing after `batch` out: later batches' values are dropped, now and when they come."""
+        self._last = batch.id
+        for later in [i for i in self._finished if i > batch.id]:
+            del self._finished[later]
 
     def give_up(self, batch: Batch) -> None:
         self._given_up.add(batch.id)
