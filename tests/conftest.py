@@ -55,8 +55,11 @@ def installed_backends() -> list[str]:
 
 
 def _shm() -> set[str]:
+    # multiprocessing's own semaphores live until their pool is collected, at the latest until this
+    # interpreter exits; once joblib is imported, loky names them all sem.loky-<this pid>-...
+    own = ("sem.mp-", f"sem.loky-{os.getpid()}-")
     try:
-        return {n for n in os.listdir("/dev/shm") if not n.startswith("sem.mp-")}
+        return {n for n in os.listdir("/dev/shm") if not n.startswith(own)}
     except FileNotFoundError:
         return set()
 

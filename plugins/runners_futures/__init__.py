@@ -80,7 +80,9 @@ class FuturesBackend(Backend):
         results = in_flight(Futures(self._submit, self.name), batches, 2 * self.workers)
         try:
             for result in results:
-                generation, _ = self._in_flight.get(result.batch_id, (None, None))
+                # Not `generation, _ = ...`: a name here would keep the batch (and what its items
+                # reference) alive while this generator waits for the next result.
+                generation = self._in_flight.get(result.batch_id, (None, None))[0]
                 if isinstance(result.error, WorkerLost) and result.error.exitcode is None:
                     # one death, one error for every batch the executor lost with it
                     if generation not in self._lost:

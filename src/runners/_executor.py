@@ -29,7 +29,7 @@ from ._batcher import MAX_BATCH_BYTES, Batcher
 from ._config import job_from_sources
 from ._engine import DEFAULT_SEED, Job, plan_backend
 from ._errors import BackendUnavailable, ConfigError, RunnersError, TaskError
-from ._ordered import InOrder, Policy, as_exception
+from ._ordered import InOrder, as_exception
 
 
 def _call(call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> Any:
@@ -202,27 +202,30 @@ class _Queue:
             yield batch
 
 
-_live: weakref.WeakSet[Executor] = weakref.WeakSet()
 _exiting = False
 
 
-def _at_exit() -> None:
-    """Like the stdlib's executors: finish what was submitted, then stop, before the interpreter goes."""
-    global _exiting
-    _exiting = True
-    for executor in list(_live):
-        executor.shutdown(wait=True)
+def _on_exit(executor: weakref.ref[Executor]) -> Callable[[], None]:
+    def finish() -> None:
+        """Like the stdlib's executors: finish what was submitted, then stop, as the interpreter ends."""
+        global _exiting
+        _exiting = True
+        if (alive := executor()) is not None:
+            alive.shutdown(wait=True)
+
+    return finish
 
 
-# Before the interpreter joins its threads (concurrent.futures registers its own hook the same way),
-# so a pool that a back-end uses is still there for the batches this executor has yet to send.
-_register = getattr(threading, "_register_atexit", None)
-if _register is not None:
-    _register(_at_exit)
-else:  # pragma: no cover - every CPython since 3.9 has it
-    import atexit
+def _register_exit(executor: Executor) -> None:
+    """Shut `executor` down when the interpreter ends, before it joins its threads, and before the
+    pools the back-end uses stop taking work: concurrent.futures registers its own hooks the same way,
+    when it is imported, and these run newest first, so one registered now runs before them."""
+    register = getattr(threading, "_register_atexit", None)  # CPython 3.9+, private but stable
+    if register is None:  # pragma: no cover
+        import atexit
 
-    atexit.register(_at_exit)
+        register = atexit.register
+    register(_on_exit(weakref.ref(executor)))
 
 
 class Executor(concurrent.futures.Executor):
@@ -291,6 +294,7 @@ class Executor(concurrent.futures.Executor):
         self._ids = itertools.count()  # ids for batches as sent: unique across calls, maps and retries
         self._call_numbers = itertools.count()  # a call's number, which errors name as its item
         self._closed = False
+        self._aborted = False  # stopped at once (Ctrl-C): running items were stopped, not awaited
         self._broken: BaseException | None = None
         self._owned = started is None
         self._backend = started if started is not None else backend_class(options, workers)
@@ -304,7 +308,7 @@ class Executor(concurrent.futures.Executor):
         self._queue = _Queue(self)
         self._thread = threading.Thread(target=self._dispatch, name=f"runners-executor-{self._backend.name}",
                                         daemon=True)  # joined by shutdown() and at interpreter exit
-        _live.add(self)
+        _register_exit(self)
         self._thread.start()
 
     # -- The concurrent.futures interface ----------------------------------------------------------
@@ -333,7 +337,7 @@ class Executor(concurrent.futures.Executor):
         batch size). The items are read as the back-end has room, not all at once; `timeout` counts
         from this call, as in the stdlib."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        items: Iterable[Any] = zip(*iterables)
+        items: Iterable[Any] = zip(*iterables, strict=False)  # the shortest decides, as in map()
         try:
             items = _Counted(items, min(len(it) for it in iterables))  # type: ignore[arg-type]
         except (TypeError, ValueError):  # one has no length (a generator): the batcher reads on
@@ -352,6 +356,11 @@ class Executor(concurrent.futures.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._wake:
+            if cancel_futures and not self._closed:
+                # What was submitted to an idle executor has started, in spirit: let the dispatcher take
+                # its first batch before the rest is cancelled, rather than let thread scheduling decide
+                # whether anything runs (the stdlib's threads take work as they are made).
+                self._wake.wait_for(lambda: self._handed or not self._calls.queue or self._broken, 1.0)
             self._closed = True
             if cancel_futures:
                 for future, _ in self._calls.queue:
@@ -360,7 +369,7 @@ class Executor(concurrent.futures.Executor):
                 for run in self._maps:
                     run.stop(CancelledError())
             self._wake.notify_all()
-        if wait:
+        if wait and not self._aborted:  # after an abort, the dispatcher may wait on work that died
             self._thread.join()
             self._stop_backend()  # the dispatcher does it too; whoever comes first
 
@@ -374,11 +383,12 @@ class Executor(concurrent.futures.Executor):
 
     def _check_open(self) -> None:
         if self._broken is not None:
-            raise concurrent.futures.BrokenExecutor(f"the {self._backend.name} back-end failed: {self._broken}")
-        if self._closed:
-            raise RuntimeError("cannot schedule new futures after shutdown")
+            name = self._backend.name
+            raise concurrent.futures.BrokenExecutor(f"the {name} back-end failed: {self._broken}")
         if _exiting:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _has_work(self) -> bool:
         return bool(self._retries or self._calls.queue or any(run.has_work for run in self._maps))
@@ -408,6 +418,7 @@ class Executor(concurrent.futures.Executor):
                     return None
             sent = dataclasses.replace(batch, id=next(self._ids))
             self._handed[sent.id] = (owner, batch, attempts, time.perf_counter())
+            self._wake.notify_all()  # shutdown(cancel_futures=True) may be waiting for this
             return sent
 
     def _dispatch(self) -> None:
@@ -473,13 +484,12 @@ class Executor(concurrent.futures.Executor):
 
     def _stop_backend(self) -> None:
         if self._owned and self._stopped.acquire(blocking=False):
-            _live.discard(self)
             self._backend.shutdown()
 
     def _abort(self, exc: BaseException) -> None:
         """Stop at once: queued work cancelled, running items stopped with the back-end's workers."""
         with self._wake:
-            self._closed = True
+            self._closed = self._aborted = True
             self._fail_everything(exc)
         self._stop_backend()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=2)  # a daemon: if the back-end's run does not notice, it ends with us
