@@ -337,16 +337,21 @@ class Executor(concurrent.futures.Executor):
         batch size). The items are read as the back-end has room, not all at once; `timeout` counts
         from this call, as in the stdlib."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        items: Iterable[Any] = zip(*iterables, strict=False)  # the shortest decides, as in map()
-        try:
-            items = _Counted(items, min(len(it) for it in iterables))  # type: ignore[arg-type]
-        except (TypeError, ValueError):  # one has no length (a generator): the batcher reads on
-            pass
+        items: Iterable[Any]
+        if len(iterables) == 1:  # the common case: items as given (a range or list slices cheaply)
+            items, call = iterables[0], fn
+            iter(items)  # not iterable: TypeError now, as map() raises it
+        else:
+            items, call = zip(*iterables, strict=False), _Star(fn)  # the shortest decides, as in map()
+            try:
+                items = _Counted(items, min(len(it) for it in iterables))  # type: ignore[arg-type]
+            except (TypeError, ValueError):  # one has no length (a generator): the batcher reads on
+                pass
         size = chunksize if chunksize is not None else self._chunksize
         if size is not None and (not isinstance(size, int) or size < 1):
             raise ConfigError(f"chunksize: expected a positive integer, got {size!r}", key="chunksize")
         max_bytes = min(self._backend.max_batch_bytes or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
-        batcher = Batcher(items, _Star(fn), self._backend.workers, size, self._policy.timeout, max_bytes)
+        batcher = Batcher(items, call, self._backend.workers, size, self._policy.timeout, max_bytes)
         with self._wake:
             self._check_open()
             run = _MapRun(batcher, self._wake)
