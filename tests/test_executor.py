@@ -85,6 +85,18 @@ def test_map_reads_its_input_as_the_workers_have_room_not_all_at_once():
     assert read < 1_000_000, read
 
 
+def test_an_input_that_raises_gives_the_values_before_it_then_its_error():
+    def numbers():
+        yield from range(1000)
+        raise OSError("the input broke")
+
+    with runners.Executor("multiprocessing", workers=2) as ex:
+        values = ex.map(abs, numbers())
+        assert list(itertools.islice(values, 1000)) == list(range(1000))
+        with pytest.raises(OSError, match="the input broke"):
+            next(values)
+
+
 def test_map_of_a_million_tiny_items_takes_batches_not_a_million_round_trips():
     with runners.Executor("futures", workers=2) as ex:
         total = sum(ex.map(operator.neg, range(1_000_000)))

@@ -56,14 +56,23 @@ class Batcher:
     def __iter__(self) -> Iterator[Batch]:
         sequence = self.items if isinstance(self.items, Sequence) else None
         stream = None if sequence is not None else iter(self.items)
+        broken: Exception | None = None  # what the stream raised, raised once the items before it went
         while True:
+            if broken is not None:
+                raise broken
             size = self.next_size()
             if isinstance(sequence, range):
                 chunk: Sequence[Any] = sequence[self.issued:self.issued + size]  # a range: pickles in bytes
             elif sequence is not None:
                 chunk = list(sequence[self.issued:self.issued + size])
             else:
-                chunk = list(islice(stream, size))
+                chunk = []
+                try:
+                    chunk.extend(islice(stream, size))  # keeps what came before an error
+                except Exception as exc:  # noqa: BLE001 - the caller's iterable: its error, after its items
+                    if not chunk:
+                        raise
+                    broken = exc
             if not chunk:
                 return
             if not isinstance(chunk, range):

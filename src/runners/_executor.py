@@ -93,6 +93,7 @@ class _MapRun:
         self.exhausted = False  # no more batches to cut
         self.stopped = False  # failed, cancelled or abandoned: no more batches, results ignored
         self.failed: tuple[int, BaseException] | None = None  # (batch id, error) to raise after its values
+        self.input_error: Exception | None = None  # what reading the input raised, raised after the rest
         self._wake = wake
 
     def cut(self) -> Batch | None:
@@ -101,9 +102,9 @@ class _MapRun:
             return None
         try:
             batch = next(self.batches, None)
-        except Exception as exc:  # noqa: BLE001 - the caller's iterable raised: map raises it in turn
-            batch = None
-            self.stop(exc)
+        except Exception as exc:  # noqa: BLE001 - the caller's iterable raised: map raises it in turn,
+            batch = None  # after the values of the items it gave before
+            self.input_error = exc
         if batch is None:
             self.exhausted = True
             self._finish_if_done()
@@ -142,7 +143,7 @@ class _MapRun:
 
     def _finish_if_done(self) -> None:
         if self.exhausted and self.out == 0:
-            self.stop(None)
+            self.stop(self.input_error)
         else:
             self._wake.notify_all()
 
