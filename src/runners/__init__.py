@@ -23,7 +23,6 @@ from ._errors import (
     WorkerLost,
 )
 from ._executor import Executor
-from ._inflight import Feed, Futures, Handles, in_flight
 from ._matrix_run import load_matrix, read_results, run_matrix
 from ._memory import PeakMemory, tree_mb
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
