@@ -12,7 +12,9 @@ more than it declares fails too, so the declaration stays the truth the fault ma
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
+import traceback
 from typing import Any, ClassVar
 
 import psutil
@@ -20,8 +22,9 @@ import pytest
 
 from . import testing
 from ._backend import Backend
-from ._engine import Job, plan, run, run_on
+from ._engine import DEFAULT_SEED, Job, plan, run, run_on
 from ._errors import NotPicklable, TaskError, WorkerLost
+from ._executor import Executor
 from ._registry import load_backend, load_task
 
 SMALL = {  # quick, with an independent truth: each task's check, and the serial back-end's result
@@ -247,3 +250,36 @@ class BackendSuite:
             return
         assert record.result == [5]
         assert started.items_by_value or not started.pickles_items, "a lambda item went by value"
+
+    # -- Through runners.Executor, on the same shared back-end ----------------------------------------
+
+    def executor(self, started: Backend) -> Executor:
+        if started.runs_coroutines:
+            pytest.skip(f"the {self.backend} back-end runs coroutines: runners.Executor runs plain functions")
+        return Executor(started)
+
+    @pytest.mark.parametrize("task", sorted(SMALL))
+    def test_executor_map_of_a_tasks_items_gives_the_serial_result(self, started, serial_results, task):
+        the_task = load_task(task)
+        params = the_task.params(**SMALL[task])
+        with self.executor(started) as ex:
+            result = the_task.combine(ex.map(the_task.run, the_task.split(params, DEFAULT_SEED)), params)
+        assert result == serial_results[task]
+
+    def test_executor_map_keeps_item_order_and_submit_each_call(self, started):
+        items = [(i, 0.02 * ((7 * i) % 5)) for i in range(20)]
+        with self.executor(started) as ex:
+            assert list(ex.map(testing.sleep_then_echo, items, chunksize=1)) == list(range(20))
+            futures = {ex.submit(testing.sleep_then_echo, item): item[0] for item in items[:8]}
+            done = {futures[f]: f.result() for f in concurrent.futures.as_completed(futures, timeout=120)}
+        assert done == {i: i for i in range(8)}
+
+    def test_executor_raises_an_items_own_exception_with_the_workers_traceback(self, started):
+        with self.executor(started) as ex:
+            values = ex.map(testing.raise_on_seven, range(20), chunksize=3)
+            assert [next(values) for _ in range(7)] == [2 * i for i in range(7)]
+            with pytest.raises(ValueError, match="item 7 is unlucky"):
+                next(values)
+            failed = ex.submit(testing.raise_on_seven, 7).exception(timeout=120)
+        assert isinstance(failed, ValueError)
+        assert "raise_on_seven" in "".join(traceback.format_exception(failed))
