@@ -106,6 +106,8 @@ def title(template: Any, params: Mapping[str, Any], varied: list[str], where: st
                 raise ConfigError(f"{where}: {{{field}}} is not a parameter of the task; expected one "
                                   f"of {sorted(params)}")
         return template.format_map(params)
+    except ConfigError:  # the checks above (a ConfigError is also a ValueError)
+        raise
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"{where}: {template!r} is not a valid title template ({exc}); write "
                           "parameters as {samples} or {samples:,}, and braces as {{ }}") from None

@@ -80,6 +80,8 @@ def parse_yaml(text: str, source: str, numbered: bool = True) -> Any:
                                 f"{NESTING}") from None
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark and numbered else source
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except ConfigError:  # a bound, from the loader: itself (a ConfigError is also a ValueError)
+        raise
     except ValueError as exc:  # a scalar that Python refuses to convert (an int of 5,000 digits)
         reason = str(exc).split(";")[0]  # not the advice to call sys.set_int_max_str_digits()
         raise ConfigError(f"{source}: a value cannot be read: {reason}") from None
