@@ -96,9 +96,6 @@ def test_a_node_killed_mid_run_ends_with_the_right_answer_on_the_others(h2_kille
     assert json.loads(done.stdout)["result"] == [x * x for x in range(ITEMS)]
 
 
-@pytest.mark.xfail(strict=True, reason="measured: nodes has '\"\": 0' beside the live nodes: the engine "
-                   "tallies a failed batch under its result's empty node and host (Tally.add, "
-                   "src/runners/_engine.py)")
 def test_the_batch_lost_with_a_node_is_not_counted_under_an_empty_node_name(h2_killed_mid_run):
     nodes = json.loads(h2_killed_mid_run.stdout)["nodes"]
     assert "" not in nodes, nodes
