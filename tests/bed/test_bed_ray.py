@@ -51,9 +51,6 @@ def test_primes_from_h1_is_the_sieve_count_with_items_on_several_hosts(bed, prim
     assert len(hosts) >= 2 and set(hosts) <= set(bed.hosts), primes_from_h1["nodes"]
 
 
-@pytest.mark.xfail(strict=True, reason="measured: workers is 2 (--workers 2) on this 3-CPU cluster: "
-                   "RayBackend.start computes the cluster's CPUs for in_flight but leaves self.workers as "
-                   "asked (the dask back-end sets it)")
 def test_workers_of_a_joined_cluster_is_its_cpu_count(primes_from_h1, ray_cluster):
     assert primes_from_h1["workers"] == ray_cluster.cpus
 
