@@ -397,6 +397,8 @@ def test_lost_worker_is_retried_on_a_fresh_one_and_the_answer_is_right(backend, 
     # One line on stderr says so; none of the libraries' own reports (hydra's banner, Ray's raylet).
     assert record["lost_workers"] == 1, record
     assert re.fullmatch(r"1 worker lost, (its batch|\d+ batches) retried\n", done.stderr), done.stderr
+    # Each item counted once, where it ran: a batch lost with its worker ran nowhere that can be named.
+    assert "" not in record["nodes"] and sum(record["nodes"].values()) == 10, record["nodes"]
     if expect(backend).exact_items:
         assert record["attempts"].get("2", 0) >= 1  # exactly the crashed batch did
 

@@ -35,6 +35,7 @@ from runners.backend import (
 )
 
 from ._probe import check_scheduler
+from ._removals import WorkerRemovals
 
 ADDRESS = re.compile(r"((tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}")
 LOOPBACK = "127.0.0.1"
@@ -106,6 +107,7 @@ class DaskBackend(Backend):
 
     def start(self) -> None:
         self._shipped: set[str] = set()
+        self._removals: WorkerRemovals | None = None  # a LocalCluster reports its losses itself
         if self.options.address is None:
             self._start_local_cluster()
         else:
@@ -132,6 +134,8 @@ class DaskBackend(Backend):
                 f"with `dask scheduler` and workers with `dask worker {address}`, or fix the address"
             ) from None
         self.workers = max(1, sum(self._client.nthreads().values()))
+        self._removals = WorkerRemovals(client)  # else the scheduler reruns a dead worker's batches itself
+        self.on_shutdown(self._removals.close)
 
     def _start_local_cluster(self) -> None:
         import dask
@@ -175,7 +179,7 @@ class DaskBackend(Backend):
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         travels = self.options.processes or self.options.address is not None  # else: threads here
         ship = self._ship if self.options.address is not None else None
-        tasks = DaskTasks(self._client, uuid.uuid4().hex[:8], travels, ship)
+        tasks = DaskTasks(self._client, uuid.uuid4().hex[:8], travels, ship, self._removals)
         return in_flight(tasks, batches, self.options.in_flight or 2 * self.workers)
 
     def _ship(self, fn: Any) -> None:
@@ -197,10 +201,13 @@ class DaskTasks(Handles[Any]):
     """Dask futures of batch tasks, as the in-flight loop waits on them (told of each that finishes
     by its done callback: dask's own waits need a default client)."""
 
-    def __init__(self, client: Any, run_id: str, travels: bool, ship: Callable[[Any], None] | None) -> None:
+    def __init__(self, client: Any, run_id: str, travels: bool, ship: Callable[[Any], None] | None,
+                 removals: WorkerRemovals | None = None) -> None:
         super().__init__("dask")
         self.client, self.run_id, self.travels, self.ship = client, run_id, travels, ship
+        self.removals = removals
         self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lost: dict[Any, str] = {}  # future -> the worker that left while running it
 
     def submit(self, batch: Batch) -> Any:
         import cloudpickle  # dask's own pickler: functions of __main__ and lambdas go by value
@@ -214,18 +221,22 @@ class DaskTasks(Handles[Any]):
         return future
 
     def wait(self, handles: list[Any], timeout: float) -> Iterable[Any]:
+        lost = self.removals.take_back(handles, self._lost) if self.removals else []
         try:
-            done = [self._finished.get(timeout=timeout)]
+            done = [self._finished.get(timeout=0 if lost else timeout)]
         except queue.Empty:
-            return ()
+            return lost
         while not self._finished.empty():
             done.append(self._finished.get())
-        pending = set(handles)
-        return [future for future in done if future in pending]
+        pending = set(handles) - set(lost)
+        return lost + [future for future in done if future in pending]
 
     def outcome(self, handle: Any, batch: Batch) -> BatchResult:
         from distributed import KilledWorker
 
+        if handle in self._lost:
+            reason = f"dask worker {self._lost.pop(handle)} left the cluster while running it"
+            return BatchResult(batch.id, [], WorkerLost(reason, "dask"))
         if handle.status == "finished":
             return handle.result()
         exc = None if handle.status == "cancelled" else handle.exception()

@@ -128,15 +128,15 @@ class RayBackend(Backend):
         raylet_messages_to_stderr()
         address = self.options.address or os.environ.get("RAY_ADDRESS") or "local"
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
-        if ray.is_initialized():
-            # the caller's own Ray session: use it and leave it as it is (not ours to shut down)
-            cpus = max(self.workers, int(ray.cluster_resources().get("CPU", 0)))
-        elif address == "local":
+        if address == "local" and not ray.is_initialized():
             self._start_private(ray, quiet)
-            cpus = self.workers
         else:
-            self._join(ray, address, quiet)
-            cpus = max(self.workers, int(ray.cluster_resources().get("CPU", 0)))
+            if not ray.is_initialized():
+                self._join(ray, address, quiet)
+            # else the caller's own Ray session: use it and leave it as it is (not ours to shut down)
+            # A cluster that is already running decides how many run at once, not --workers.
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 0)))
+        cpus = self.workers
         self._in_flight = self.options.in_flight or 2 * cpus
         self._task_options = {"num_cpus": self.options.num_cpus, "max_retries": self.options.max_retries,
                               "retry_exceptions": False}

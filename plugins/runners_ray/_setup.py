@@ -32,10 +32,12 @@ def use_token_auth() -> None:
 
 
 def probe(address: str, timeout: float) -> None:
-    """Fail within about `timeout` seconds, naming `address`, unless a Ray cluster's GCS answers there.
+    """Fail within about `timeout` seconds, naming `address`, unless a Ray cluster's GCS answers there
+    and lets this driver in.
 
-    Ray itself retries an address that does not answer, or answers as something else (a web server,
-    a dashboard), for minutes; a TCP connect and one gRPC call to the GCS fail fast.
+    Ray itself retries an address that does not answer, answers as something else (a web server, a
+    dashboard), or refuses the driver's token, for many seconds and then says only "Failed to connect";
+    a TCP connect and one gRPC call to the GCS, with the token Ray would send, fail fast and say why.
     """
     target = address.split("://", 1)[-1]
     if target == "auto" or ":" not in target:
@@ -48,29 +50,61 @@ def probe(address: str, timeout: float) -> None:
             f"ray: no Ray cluster answers at {address!r} within {timeout:g} s ({exc}); start one with "
             "`ray start --head` there, or fix backend.address"
         ) from exc
-    if address.startswith("ray://") or _is_gcs(host, port, timeout):
-        return  # a Ray Client server (ray://) speaks another protocol: Ray checks it itself
-    raise RunnersError(
-        f"ray: backend.address {address!r} is answered by {what_answers(host, port, min(timeout, 2.0))}, "
-        "not a Ray cluster; expected the GCS address of a Ray head node (`ray start --head` prints it; "
-        "port 6379 by default)"
-    )
+    if address.startswith("ray://"):
+        return  # a Ray Client server speaks another protocol: Ray checks it itself
+    credentials = auth_metadata()
+    answer = _ask_gcs(host, port, timeout, credentials)
+    if answer == "refused" and credentials:
+        raise RunnersError(
+            f"ray: the Ray cluster at {address!r} refused this driver's token: it is not the cluster's; "
+            "give the token its nodes were started with (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+            "~/.ray/auth_token)")
+    if answer == "refused":
+        raise RunnersError(
+            f"ray: the Ray cluster at {address!r} refused this driver: the cluster requires a token "
+            "(set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+            "~/.ray/auth_token)")
+    if answer != "gcs":
+        raise RunnersError(
+            f"ray: backend.address {address!r} is answered by {what_answers(host, port, min(timeout, 2.0))}, "
+            "not a Ray cluster; expected the GCS address of a Ray head node (`ray start --head` prints it; "
+            "port 6379 by default)"
+        )
 
 
-def _is_gcs(host: str, port: int, timeout: float) -> bool:
-    """Whether a Ray GCS answers one gRPC call at (host, port): it replies, or refuses a driver
-    without the cluster's token; another gRPC server does not know the method, anything else fails
-    the call."""
+def auth_metadata() -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata Ray's driver authenticates with: under RAY_AUTH_MODE=token, the token from
+    RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token (Ray's documented
+    order), as a bearer token. (Not Ray's own loader: it caches the mode and the token for the life of
+    the process on first use, before a private instance's token is set.)"""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return ()
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+        try:
+            with open(path) as file:
+                token = file.read().strip()
+        except OSError:
+            token = ""  # ray.init says that no token was found, naming where it looked
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _ask_gcs(host: str, port: int, timeout: float, metadata: tuple[tuple[str, str], ...]) -> str:
+    """One gRPC call to what answers at (host, port): "gcs" if a Ray GCS replies, "refused" if it turns
+    the call down for want of the cluster's token, "other" if it is not a GCS (another gRPC server does
+    not know the method; anything else fails the call)."""
     import grpc
 
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(GCS_METHOD)  # bytes in, bytes out: an empty request message
         try:
-            call(b"", timeout=timeout)
+            call(b"", timeout=timeout, metadata=metadata)
         except grpc.RpcError as exc:
-            return exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
-    return True
+            refused = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+            return "refused" if exc.code() in refused else "other"
+    return "gcs"
 
 
 def is_loopback(address: str) -> bool:

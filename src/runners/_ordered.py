@@ -53,7 +53,9 @@ class Tally:
 
     def add(self, result: BatchResult, attempt: int) -> None:
         self.extra.update(result.extra)
-        self.placement[result.node or result.host][result.pid] += len(result.values)
+        where = result.node or result.host
+        if where:  # a batch lost with its worker comes back from no node: none of its items ran anywhere
+            self.placement[where][result.pid] += len(result.values)
         if result.error is None:
             self.attempts[attempt] += len(result.values)
 
