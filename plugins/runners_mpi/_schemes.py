@@ -133,6 +133,8 @@ class Spmd:
         self.hosts = hosts  # by rank: to name a rank that does not answer
         self.workers = comm.Get_size()
         self.silent: list[int] = []  # ranks that did not answer in time: the job must be aborted
+        self._sends: list[Any] = []  # this round's batches, on their way to the ranks
+        self._stops: dict[int, Any] = {}
 
     def run(self, batches: Work) -> Iterator[BatchResult]:
         pending = iter(batches)
@@ -146,8 +148,8 @@ class Spmd:
             if not parcels:
                 continue
             owing = set(range(1, len(parcels)))
-            for rank in owing:
-                self.comm.isend(parcels[rank], dest=rank, tag=WORK_TAG)  # completes as they take it
+            # kept until they complete (a result back says so): dropped, MPI would send freed memory
+            self._sends = [self.comm.isend(parcels[rank], dest=rank, tag=WORK_TAG) for rank in owing]
             try:
                 # The root's own result first and the others as they come (not one gather at the
                 # round's end): an error is seen, and fail-fast stops the job, without waiting for
@@ -157,6 +159,7 @@ class Spmd:
                     source, result = receive(self.comm, None, RESULT_TAG)
                     owing.discard(source)
                     yield result
+                poll(lambda: all(send.Test() for send in self._sends))  # done: every rank answered
             finally:  # stopped early: take what the ranks still send, so none is left blocked in send
                 deadline = time.monotonic() + DRAIN_SECONDS
                 while owing and (late := receive(self.comm, None, RESULT_TAG, deadline)) is not None:
@@ -165,7 +168,8 @@ class Spmd:
 
     def finish(self, code: int) -> None:
         stops = {rank: (STOP, code) for rank in range(1, self.workers) if rank not in self.silent}
-        silent = self.silent + send_all(self.comm, stops, WORK_TAG, time.monotonic() + DRAIN_SECONDS)
+        self._stops = send_all(self.comm, stops, WORK_TAG, time.monotonic() + DRAIN_SECONDS)  # kept
+        silent = self.silent + list(self._stops)
         if silent:
             names = ", ".join(f"{rank} on {self.hosts[rank]}" for rank in sorted(silent))
             end_job_at_exit(self.comm, code, f"mpi: rank {names} did not answer within {DRAIN_SECONDS:g} "

@@ -71,11 +71,12 @@ def receive(comm: Any, source: int | None, tag: int, deadline: float | None = No
     return (status.Get_source(), arrived[0]) if poll(complete, deadline) else None
 
 
-def send_all(comm: Any, messages: dict[int, Any], tag: int, deadline: float | None) -> list[int]:
-    """Send each rank its message; the ranks whose message had not gone by `deadline`."""
+def send_all(comm: Any, messages: dict[int, Any], tag: int, deadline: float | None) -> dict[int, Any]:
+    """Send each rank its message; the requests of those that had not gone by `deadline`, by rank (keep
+    them: a request dropped before it completes frees the buffer that MPI is still sending)."""
     requests = {rank: comm.isend(message, dest=rank, tag=tag) for rank, message in messages.items()}
     poll(lambda: all(request.Test() for request in requests.values()), deadline)
-    return [rank for rank, request in requests.items() if not request.Test()]
+    return {rank: request for rank, request in requests.items() if not request.Test()}
 
 
 def end_job(comm: Any, code: int, why: str) -> None:
@@ -161,7 +162,7 @@ def arrive(comm: Any, payload: Any = None) -> tuple[list[str], Any]:
         late = send_all(comm, {r: (everyone, payload) for r in range(1, size)}, GO_TAG,
                         time.monotonic() + wait)
         if late:
-            end_job(comm, 2, f"mpi: {_ranks(late, everyone)} did not take the start of the run "
+            end_job(comm, 2, f"mpi: {_ranks(list(late), everyone)} did not take the start of the run "
                     f"within {wait:.1f} s")
         return everyone, payload
     # rank 0 may wait `wait` for the last rank: this one waits longer, so that rank 0 speaks first
