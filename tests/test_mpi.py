@@ -7,9 +7,12 @@ in-process path (`runners.run(..., backend="mpi")`, which starts its own mpiexec
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 import textwrap
+import time
 
 import pytest
 
@@ -190,3 +193,85 @@ def test_mpiexec_command_is_what_batch_runners_launch(tmp_path):
     assert line[6:] == ["-m", "runners", "exec", "pi"]
     with pytest.raises(runners.ConfigError, match="no-such"):
         mpiexec_command(2, [], hostfile=str(tmp_path / "no-such"))
+
+
+# -- reaching other hosts: hydra's launcher, task files, ranks that never start -------------------------
+
+LAUNCHER = """#!/bin/sh
+# hydra's remote launcher, as `ssh HOST COMMAND` is: it runs COMMAND here, and says where it was sent
+echo "$1" >> "{log}"
+shift
+exec sh -c "$*"
+"""
+
+
+def test_backend_launcher_is_what_reaches_the_hosts_of_the_hostfile(tmp_path, serial_pi):
+    # 127.0.0.2 is this machine, but not by the name hydra knows it by: hydra launches its proxy there
+    # through the launcher, as it would on another machine
+    hostfile, launcher, log = tmp_path / "hosts", tmp_path / "launcher", tmp_path / "launched"
+    hostfile.write_text("127.0.0.2:2\n")
+    launcher.write_text(LAUNCHER.format(log=log))
+    launcher.chmod(0o755)
+    done = run_cli("exec", "pi", "--backend", "mpi", "--workers", "2", "--json", *sets(PI),
+                   "--set", f"backend.hostfile={hostfile}", "--set", "backend.launcher=rsh",
+                   "--set", f"backend.launcher_exec={launcher}", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == serial_pi
+    assert log.read_text().split() == ["127.0.0.2"]  # one proxy, started by our launcher
+
+
+@pytest.mark.parametrize(("option", "said"), [
+    ("backend.launcher=sshh", "backend.launcher: expected one of 'ssh', 'rsh'"),
+    ("backend.launcher_exec={missing}", "backend.launcher_exec: no such file '{missing}'"),
+    ("backend.launcher_exec={plain}", "backend.launcher_exec: not executable '{plain}'"),
+])
+def test_a_bad_launcher_option_is_a_config_error_naming_it(option, said, tmp_path):
+    names = {"missing": tmp_path / "no-such-ssh", "plain": tmp_path / "plain"}
+    names["plain"].write_text("not a program\n")
+    done = run_cli("exec", "tiny", "--backend", "mpi", "--set", option.format(**names), timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert said.format(**names) in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_mpiexec_command_passes_the_launcher_to_hydra(tmp_path):
+    line = mpiexec_command(2, ["-m", "runners_mpi", "spmd"], launcher="ssh", launcher_exec=MPIEXEC)
+    assert line[1:7] == ["-launcher", "ssh", "-launcher-exec", MPIEXEC, "-n", "2"]
+
+
+SHIPPED = """
+def square(x):
+    return x * x
+"""
+
+
+def test_a_task_module_the_ranks_cannot_import_reaches_them_from_the_driver(tmp_path):
+    # The module's folder is on no sys.path: the spawned ranks can import it only from what the driver
+    # sends them, as ranks on another host that lacks the file would
+    path = tmp_path / f"shipped_{tmp_path.name.replace('-', '_')}.py"
+    path.write_text(SHIPPED)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    try:
+        spec.loader.exec_module(module)
+        record = runners.run(testing.map_task(module.square), backend="mpi", workers=2, chunksize=1,
+                             params={"items": list(range(8))})
+    finally:
+        del sys.modules[path.stem]
+    assert record.result == [x * x for x in range(8)]
+
+
+def test_ranks_that_fail_before_mpi_starts_end_the_users_job_at_once_with_their_error(tmp_path):
+    # The task file is only where rank 0 runs from: the other ranks exit 2 before MPI starts, and rank
+    # 0, waiting in MPI_Init for them, gives up within seconds instead of waiting forever
+    (tmp_path / "only_here.py").write_text(SHIPPED)
+    per_rank_folder = ["sh", "-c", f'[ "$PMI_RANK" = 0 ] && cd {tmp_path}; exec "$@"', "sh"]
+    began = time.monotonic()
+    done = run_cli("exec", "only_here.py:square", "--backend", "mpi", "--set", "n=4",
+                   launcher=[MPIEXEC, "-n", "3", *per_rank_folder], timeout=60)
+    seconds = time.monotonic() - began
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("no such file 'only_here.py'") == 2  # ranks 1 and 2 say why
+    assert "MPI did not start within" in done.stderr  # rank 0 says why it gave up
+    assert seconds < 30, seconds

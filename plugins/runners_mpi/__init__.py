@@ -27,10 +27,14 @@ from runners.backend import Backend, Batch, BatchResult, ConfigError, Feed, para
 from ._node import keep_on_loopback, stop_items_on_signals, sweep_when_gone
 from ._relay import Relay
 from ._schemes import Work, limit_worker
+from ._ship import Modules, install
 from ._shm import remove_segments, stale_segments
+from ._waits import arrive, start_mpi
 
 # Set by the launchers that start MPI processes (hydra/MPICH, PMIx/Open MPI): we run under mpiexec.
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE")
+# How hydra's mpiexec reaches other hosts (its -launcher; `mpiexec --help` lists the same)
+Launcher = Literal["ssh", "rsh", "fork", "slurm", "ll", "lsf", "sge", "manual", "persist"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,12 @@ class MpiOptions:
     hostfile: str | None = param(
         None, help="hosts for the mpiexec that runners starts itself (mpiexec -f FILE); under your "
         "own mpiexec pass -f FILE to it instead")
+    launcher: Launcher | None = param(
+        None, help="how the mpiexec that runners starts reaches the hosts of the hostfile (hydra's "
+        "-launcher; None: hydra's default, ssh, or HYDRA_LAUNCHER)")
+    launcher_exec: str | None = param(
+        None, help="the program that launcher runs (hydra's -launcher-exec), an executable file, "
+        "e.g. /usr/bin/ssh or a wrapper of your own")
     spawn: bool = param(
         True, help="without mpiexec: start `workers` ranks with mpiexec in the background; "
         "false: fail at once with the mpiexec command to use")
@@ -59,15 +69,28 @@ def find_mpiexec() -> str:
     return found
 
 
-def mpiexec_command(n: int, args: list[str], hostfile: str | None = None) -> list[str]:
+def mpiexec_command(n: int, args: list[str], hostfile: str | None = None, launcher: str | None = None,
+                    launcher_exec: str | None = None) -> list[str]:
     """The command that runs `python ARGS` on `n` MPI ranks, e.g. for `runners batch`:
 
     `mpiexec_command(4, ["-m", "runners", "exec", "pi", "--backend", "mpi", "--json"])`.
     """
-    if hostfile is not None and not Path(hostfile).is_file():
-        raise ConfigError(f"backend.hostfile: no such file {hostfile!r}")
+    check_files(hostfile, launcher_exec)
     hosts = ["-f", hostfile] if hostfile else []
+    hosts += ["-launcher", launcher] if launcher else []
+    hosts += ["-launcher-exec", launcher_exec] if launcher_exec else []
     return [find_mpiexec(), *hosts, "-n", str(n), sys.executable, *args]
+
+
+def check_files(hostfile: str | None, launcher_exec: str | None) -> None:
+    """Raise a ConfigError naming the option, unless the files that the options name are usable."""
+    if hostfile is not None and not Path(hostfile).is_file():
+        raise ConfigError(f"backend.hostfile: no such file {hostfile!r}", key="backend.hostfile")
+    program = Path(launcher_exec) if launcher_exec is not None else None
+    if program is not None and not (program.is_file() and os.access(program, os.X_OK)):
+        state = "not executable" if program.is_file() else "no such file"
+        raise ConfigError(f"backend.launcher_exec: {state} {launcher_exec!r}; name the launcher's program, "
+                          "e.g. /usr/bin/ssh", key="backend.launcher_exec")
 
 
 def under_mpiexec() -> bool:
@@ -98,50 +121,56 @@ class MpiBackend(Backend):
     names_signal = True
 
     _scheme: Any = None
+    # What rank 0 hands every rank at start-up: in a job the back-end started, the driver's task files
+    # that the other hosts may not have (set by `__main__`)
+    shipped: Modules = []
     _relay: Relay | None = None
     _exit_code = 0
 
     def start(self) -> None:
-        if self.options.hostfile is not None and not Path(self.options.hostfile).is_file():
+        try:
+            check_files(self.options.hostfile, self.options.launcher_exec)
+        except ConfigError:
             if launcher_rank() > 0:
                 sys.exit(2)  # every rank finds it; only rank 0 says so
-            raise ConfigError(f"backend.hostfile: no such file {self.options.hostfile!r}")
+            raise
         if launcher_rank() == 0:  # a backstop: jobs whose sweeper was itself killed (see _node)
             remove_segments(stale_segments())
         # master-worker gives a rank to dispatching: one more rank for the same number computing
         ranks = self.workers + (1 if self.options.scheme == "master-worker" else 0)
+        hosts = (self.options.hostfile, self.options.launcher, self.options.launcher_exec)
         if under_mpiexec():
             self._start_ranks()
         elif self.options.spawn:
-            command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme],
-                                      self.options.hostfile)
+            command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme], *hosts)
             # A job that replaces a lost one keeps its files where the first did (TMPDIR at start-up).
             self._new_relay = functools.partial(Relay, command, 2 * self.workers, tempfile.gettempdir())
             self._relay = self._new_relay()
             self.on_shutdown(lambda: self._relay.close())  # the job of the moment: a lost one is replaced
         else:
             raise ConfigError("the mpi back-end needs MPI ranks (backend.spawn is false); run: "
-                              + shlex.join(mpiexec_command(ranks, _this_command())))
+                              + shlex.join(mpiexec_command(ranks, _this_command(), *hosts)))
 
     def _start_ranks(self) -> None:
-        keep_on_loopback()  # before MPI starts, which is at the import
-        from mpi4py import MPI
+        keep_on_loopback()  # before MPI starts
+        MPI = start_mpi()
 
         from ._schemes import SCHEMES
 
         # Wait until every rank has started and imported the task, here, in start-up: else rank 0's
-        # first round waits for them, and that counted as compute.
-        MPI.COMM_WORLD.Barrier()
+        # first round waits for them, and that counted as compute. Bounded: see `arrive`.
+        hosts, modules = arrive(MPI.COMM_WORLD, self.shipped)
+        install(modules)
         sweep_when_gone(MPI.COMM_WORLD)
         if MPI.COMM_WORLD.Get_rank() == 0:
-            self._scheme = SCHEMES[self.options.scheme](MPI.COMM_WORLD)
+            self._scheme = SCHEMES[self.options.scheme](MPI.COMM_WORLD, hosts)
             self.on_shutdown(lambda: self._scheme.finish(self._exit_code))  # ranks leave with rank 0's code
             self.workers = self._scheme.workers  # the ranks decide, not --workers
             return
         limit_worker()  # this rank only runs items: no nested pools, one BLAS thread
         stop_items_on_signals()  # rank 0 reports Ctrl-C and SIGTERM, and ends the job
         try:
-            code = SCHEMES[self.options.scheme](MPI.COMM_WORLD).serve()
+            code = SCHEMES[self.options.scheme](MPI.COMM_WORLD, hosts).serve()
         except BaseException:  # a worker that cannot go on must not leave the others waiting
             import traceback
 

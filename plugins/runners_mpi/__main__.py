@@ -13,7 +13,7 @@ from multiprocessing.connection import Client, Connection
 
 from runners.backend import Arrivals
 
-from . import MpiBackend, MpiOptions
+from . import MpiBackend, MpiOptions, launcher_rank
 from ._relay import ADDRESS, AUTHKEY
 
 
@@ -22,7 +22,8 @@ def read_all(conn: Connection, inbox: Arrivals) -> None:
     this rank to read (it sends batches ahead) while this rank waits on the driver to read results.
 
     A driver that vanishes without "close" (SIGKILLed, or giving up on this job after an error) ends
-    the whole job at once, even while an item runs: mpiexec stops every rank when one exits early.
+    the whole job at once, on every host, even while an item runs: MPI_Abort, since mpiexec leaves the
+    other ranks running when one merely exits.
     """
     try:
         while True:
@@ -32,14 +33,23 @@ def read_all(conn: Connection, inbox: Arrivals) -> None:
                 return
     except (EOFError, OSError):
         pass
-    os._exit(1)
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Abort(1)
 
 
 def main() -> None:
     host, port = os.environ[ADDRESS].rsplit(":", 1)
     authkey = bytes.fromhex(os.environ.pop(AUTHKEY))
-    with MpiBackend(MpiOptions(scheme=sys.argv[1], spawn=False)) as backend:  # workers stay in here
-        with Client((host, int(port)), authkey=authkey) as conn:
+    backend = MpiBackend(MpiOptions(scheme=sys.argv[1], spawn=False))
+    # Rank 0 connects first, before MPI starts: the driver's task files go to every rank at start-up.
+    conn = Client((host, int(port)), authkey=authkey) if launcher_rank() == 0 else None
+    if conn is not None:
+        backend.shipped = conn.recv()
+    with backend:  # worker ranks stay in here
+        assert conn is not None
+        with conn:
+            conn.send(("ready",))
             inbox = Arrivals()  # a Feed: the in-flight loop never blocks on it
             threading.Thread(target=read_all, args=(conn, inbox), daemon=True).start()
             while True:  # one pass per engine call of run(); the driver ends with "close"

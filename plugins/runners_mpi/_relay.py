@@ -37,6 +37,7 @@ from runners.backend import (
 )
 
 from ._schemes import WORKER_ENVIRONMENT
+from ._ship import loose_modules
 
 ADDRESS = "RUNNERS_MPI_ADDRESS"
 AUTHKEY = "RUNNERS_MPI_AUTHKEY"
@@ -82,33 +83,46 @@ class Relay(Handles[int]):
         self._output = threading.Thread(target=forward_without_banner, args=(self.process.stdout, 2),
                                         name="runners-mpi-output", daemon=True)
         self._output.start()
+        deadline = time.monotonic() + CONNECT_SECONDS
         try:
-            self.conn = self._accept(server, authkey)
-        except BaseException:
+            self.conn = self._accept(server, authkey, deadline)
+            self.conn.send(loose_modules())  # for every rank, at its start-up
+            while not self.conn.poll(0.2):
+                self._starting(deadline)
+            self.conn.recv()  # ("ready",): every rank has started
+        except BaseException as exc:
             self._stop()
             shutil.rmtree(self.tmp, ignore_errors=True)
+            if isinstance(exc, EOFError | OSError):  # rank 0 hung up: the job ended in its start-up
+                raise self._start_failed() from None
             raise
         finally:
             server.close()
 
-    def _accept(self, server: socket.socket, authkey: bytes) -> Connection:
+    def _accept(self, server: socket.socket, authkey: bytes, deadline: float) -> Connection:
         server.settimeout(0.2)
-        deadline = time.monotonic() + CONNECT_SECONDS
         while True:
             try:
                 sock, _ = server.accept()
                 break
             except TimeoutError:
-                code = self.process.poll()
-                if code is not None or time.monotonic() > deadline:
-                    state = f"exited with code {code}" if code is not None else "did not connect"
-                    raise RunnersError(f"the mpi job {state} before its rank 0 connected: "
-                                       f"{shlex.join(self.command)}") from None
+                self._starting(deadline)
         sock.setblocking(True)
         conn = Connection(sock.detach())
         deliver_challenge(conn, authkey)
         answer_challenge(conn, authkey)
         return conn
+
+    def _starting(self, deadline: float) -> None:
+        """Raise if the job ended, or has not started, by `deadline`."""
+        if self.process.poll() is not None or time.monotonic() > deadline:
+            raise self._start_failed()
+
+    def _start_failed(self) -> RunnersError:
+        code = self.process.poll()
+        self._output.join(1.0)  # what the ranks said about it comes first
+        state = f"exited with code {code}" if code is not None else f"did not start in {CONNECT_SECONDS:g} s"
+        return RunnersError(f"the mpi job {state} before its ranks started: {shlex.join(self.command)}")
 
     @property
     def open(self) -> bool:

@@ -33,10 +33,11 @@ from runners.backend import (
 )
 
 from ._node import ItemStopped, stop_requested
+from ._waits import end_job_at_exit, poll, receive, send_all
 
 STOP = "stop"
-RESULT_TAG = 17  # a worker rank's result of an spmd round, sent to the root point to point
-POLL_SECONDS = 0.005  # the longest pause between looks for a result: its added latency, at most
+WORK_TAG, RESULT_TAG = 16, 17  # a batch of an spmd round (or STOP) for a worker rank; its result
+DRAIN_SECONDS = 5.0  # a run stopped early: how long the ranks may take to hand back what they hold
 WORKER_ENVIRONMENT = worker_environment()  # ranks only run items: no nested pools, one BLAS thread
 Work = Iterable[Batch | Parcel] | Feed  # what the root runs: the engine's batches, or the driver's parcels
 
@@ -90,7 +91,7 @@ class MasterWorker:
     root runs batches in a thread).
     """
 
-    def __init__(self, comm: Any) -> None:
+    def __init__(self, comm: Any, hosts: list[str]) -> None:
         from mpi4py.futures import MPICommExecutor
 
         self.comm = comm
@@ -112,14 +113,20 @@ class MasterWorker:
 
 
 class Spmd:
-    """Scatter / compute / collect in rounds: every rank, the root included, runs one batch per round.
+    """Send / compute / collect in rounds: every rank, the root included, runs one batch per round.
 
-    No dispatcher rank and one scatter per round, but a round lasts as long as its slowest batch.
+    No dispatcher rank, but a round lasts as long as its slowest batch. Every wait polls (`_waits`):
+    a run stopped early waits DRAIN_SECONDS at most for the results still owed, and a rank that has
+    not answered by then (busy, or its host unreachable) is named and the job ends with MPI_Abort.
     """
 
-    def __init__(self, comm: Any) -> None:
+    def __init__(self, comm: Any, hosts: list[str]) -> None:
         self.comm = comm
+        self.hosts = hosts  # by rank: to name a rank that does not answer
         self.workers = comm.Get_size()
+        self.silent: list[int] = []  # ranks that did not answer in time: the job must be aborted
+        self._sends: list[Any] = []  # this round's batches, on their way to the ranks
+        self._stops: dict[int, Any] = {}
 
     def run(self, batches: Work) -> Iterator[BatchResult]:
         pending = iter(batches)
@@ -132,47 +139,44 @@ class Spmd:
                     yield transport_failure(batch, exc, "mpi")
             if not parcels:
                 continue
-            parts = parcels + [None] * (self.workers - len(parcels))  # None: sit this round out
-            mine = self.comm.scatter(parts, root=0)
-            waiting = len(parcels) - 1
+            owing = set(range(1, len(parcels)))
+            # kept until they complete (a result back says so): dropped, MPI would send freed memory
+            self._sends = [self.comm.isend(parcels[rank], dest=rank, tag=WORK_TAG) for rank in owing]
             try:
                 # The root's own result first and the others as they come (not one gather at the
                 # round's end): an error is seen, and fail-fast stops the job, without waiting for
                 # the round's slowest batch.
-                yield run_here(mine)
-                while waiting:
-                    result = self._receive()
-                    waiting -= 1
+                yield run_here(parcels[0])
+                while owing:
+                    source, result = receive(self.comm, None, RESULT_TAG)
+                    owing.discard(source)
                     yield result
+                poll(lambda: all(send.Test() for send in self._sends))  # done: every rank answered
             finally:  # stopped early: take what the ranks still send, so none is left blocked in send
-                for _ in range(waiting):
-                    self._receive()
-
-    def _receive(self) -> BatchResult:
-        """The next result a worker rank sends. Polled: a receive waits in C, where the driver's signal
-        handlers (Ctrl-C, the run's time limit) cannot run until it returns."""
-        from mpi4py import MPI
-
-        status, pause = MPI.Status(), 0.0001
-        while not self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=RESULT_TAG, status=status):
-            time.sleep(pause)
-            pause = min(2 * pause, POLL_SECONDS)
-        return self.comm.recv(source=status.Get_source(), tag=RESULT_TAG)
+                deadline = time.monotonic() + DRAIN_SECONDS
+                while owing and (late := receive(self.comm, None, RESULT_TAG, deadline)) is not None:
+                    owing.discard(late[0])
+                self.silent += sorted(owing)
 
     def finish(self, code: int) -> None:
-        self.comm.scatter([(STOP, code)] * self.workers, root=0)
+        stops = {rank: (STOP, code) for rank in range(1, self.workers) if rank not in self.silent}
+        self._stops = send_all(self.comm, stops, WORK_TAG, time.monotonic() + DRAIN_SECONDS)  # kept
+        silent = self.silent + list(self._stops)
+        if silent:
+            names = ", ".join(f"{rank} on {self.hosts[rank]}" for rank in sorted(silent))
+            end_job_at_exit(self.comm, code, f"mpi: rank {names} did not answer within {DRAIN_SECONDS:g} "
+                            "s of the run's end (still busy with an item, or its host unreachable)")
 
     def serve(self) -> int:
         while True:
-            message = self.comm.scatter(None, root=0)
+            message = receive(self.comm, 0, WORK_TAG)[1]
             if isinstance(message, tuple) and message[0] == STOP:
                 return message[1]
-            if message is not None:
-                try:
-                    result = run_parcel(message)
-                except ItemStopped as stopped:  # raised outside the item itself, as it ended
-                    result = BatchResult(message.id, [], WorkerLost(str(stopped), "mpi"))
-                self.comm.send(result, dest=0, tag=RESULT_TAG)
+            try:
+                result = run_parcel(message)
+            except ItemStopped as stopped:  # raised outside the item itself, as it ended
+                result = BatchResult(message.id, [], WorkerLost(str(stopped), "mpi"))
+            poll(self.comm.isend(result, dest=0, tag=RESULT_TAG).Test)
 
 
 SCHEMES = {"master-worker": MasterWorker, "spmd": Spmd}

@@ -9,9 +9,8 @@ may be left on any host; a test that measures a hang ends what hangs itself, by 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -86,9 +85,6 @@ def test_a_job_runners_starts_with_backend_hostfile_spans_the_three_hosts(bed, t
     assert set(hosts_of(bed, record["nodes"])) == set(bed.hosts), record["nodes"]
 
 
-@pytest.mark.xfail(strict=True, reason="measured: exit 2, \"unknown key 'launcher'\": the mpi back-end "
-                   "has no launcher option; hydra's HYDRA_LAUNCHER and HYDRA_LAUNCHER_EXEC variables are "
-                   "the only way")
 def test_backend_launcher_reaches_the_other_hosts_without_environment_variables(bed):
     run = HostRun(bed, "h1", runners_command("exec", "primes", "--backend", "mpi", "--workers", "3", "--json",
                                              "--set", f"backend.hostfile={bed.hostfile}",
@@ -100,9 +96,6 @@ def test_backend_launcher_reaches_the_other_hosts_without_environment_variables(
     assert record["result"] == PRIMES and set(hosts_of(bed, record["nodes"])) == set(bed.hosts)
 
 
-@pytest.mark.xfail(strict=True, reason="measured: exit 1 in ~3 s, \"item 1 (1) raised ModuleNotFoundError: "
-                   "No module named 'beat' on h2\": batches are pickled by reference and the ranks on "
-                   "other hosts cannot import a file only the driver has (ray and dask ship it)")
 def test_a_task_file_only_the_driver_has_reaches_the_ranks_of_a_job_runners_starts(bed):
     beat = make_beat(bed, "h1", seconds=0.05)
     run = HostRun(bed, "h1", runners_command("exec", beat.task, "--set", "n=12", "--backend", "mpi",
@@ -114,9 +107,6 @@ def test_a_task_file_only_the_driver_has_reaches_the_ranks_of_a_job_runners_star
     assert json.loads(done.stdout)["result"] == [x * x for x in range(12)]
 
 
-@pytest.mark.xfail(strict=True, reason="measured: hangs (killed at the limit): ranks 1 and 2 exit 2 (no such "
-                   "file) before MPI_Init, hydra does not end the job for an exit without MPI_Finalize, and "
-                   "rank 0 waits in the start-up Barrier forever")
 def test_ranks_that_cannot_load_the_task_end_the_users_job_at_once(bed, timings, tmp_path):
     beat = make_beat(bed, "h1", seconds=0.05)  # h2 and h3 do not have the file
     run = HostRun(bed, "h1", [*users_mpiexec(bed), *runners_command("exec", beat.task, "--set", "n=12",
@@ -162,10 +152,6 @@ def test_a_host_killed_in_a_job_runners_starts_is_retried_on_a_fresh_job(bed, ti
     assert any(attempt != "1" for attempt in record["attempts"]), record["attempts"]
 
 
-@pytest.mark.xfail(strict=True, reason="measured: rank 0 and its proxy exit, but mpiexec and the rsh "
-                   "sessions stay on h1 and the ranks on h2 and h3 spin at ~45% CPU each (of 2 cores) "
-                   "for as long as the test waits: ranks end with os._exit, without MPI_Finalize, which "
-                   "hydra does not treat as the job failing")
 def test_a_sigkilled_driver_ends_the_job_it_started_on_every_host(bed, timings):
     beat = make_beat(bed, "shared", seconds=0.5)
     run = HostRun(bed, "h1", runners_command("exec", beat.task, "--set", "n=60", "--chunksize", "1",
@@ -181,15 +167,13 @@ def test_a_sigkilled_driver_ends_the_job_it_started_on_every_host(bed, timings):
                     "to every host idle" if not left else "still running at the limit"))
     end_everything(bed)
     run.finish(timeout=10)
-    # A SIGKILLed runner cannot remove its scratch folder; the next run's sweep would (README).
-    for folder in Path(tempfile.gettempdir()).glob("runners-mpi-*"):
-        shutil.rmtree(folder)
+    # A SIGKILLed runner cannot remove its scratch folder; the next run's sweep on its host does (README).
+    sweep = HostRun(bed, "h1", [sys.executable, "-c", "import runners; print(runners.sweep_scratch())"])
+    swept = sweep.finish(timeout=30)
+    assert swept.returncode == 0 and "runners-mpi-" in swept.stdout, swept
     assert not left, f"still running {JOB_ENDS_SECONDS} s after the driver was killed: {left}"
 
 
-@pytest.mark.xfail(strict=True, reason="measured: hangs (killed at the limit; over 10 minutes in issue 15): "
-                   "rank 0 blocks in comm.recv(ANY_SOURCE) and the others in comm.scatter, inside MPI's C "
-                   "code, so the run's time limit (SIGALRM) never runs and h2 is never named")
 def test_a_cut_link_under_the_users_mpiexec_ends_the_job_at_its_time_limit_naming_the_host(bed, timings,
                                                                                            tmp_path):
     beat = make_beat(bed, "shared", seconds=0.5)
