@@ -177,11 +177,22 @@ def cpu_seconds() -> float:
 
 
 def leftovers(patience: float = 5.0) -> list[str]:
-    """Processes a call left behind (waited for a little: some pools reap in the background)."""
+    """Processes a call left behind (waited for a little: some pools reap in the background), but
+    not multiprocessing's resource tracker, which the first pool starts for the life of this process."""
+    def left() -> list[psutil.Process]:
+        children = []
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if "resource_tracker" not in " ".join(child.cmdline()):
+                    children.append(child)
+            except psutil.Error:  # gone meanwhile
+                pass
+        return children
+
     deadline = time.monotonic() + patience
-    while (left := psutil.Process().children(recursive=True)) and time.monotonic() < deadline:
+    while (alive := left()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return [f"{p.pid} {p.name()}" for p in left if p.is_running()]
+    return [f"{p.pid} {p.name()}" for p in alive if p.is_running()]
 
 
 def timed(fn: Callable[[Workload], Any], w: Workload) -> tuple[float, float, Any]:
