@@ -121,8 +121,7 @@ def compare_mpi(workers: int, params: dict, repeat: int) -> tuple[list[float], l
     sets = [x for key in ("samples", "item_samples") for x in ("--set", f"{key}={params[key]}")]
     mine_command = mpiexec_command(workers, ["-m", "runners", "exec", "pi", "--backend", "mpi", "--json",
                                              *sets])
-    raw_command = mpiexec_command(workers, [str(BY_HAND_MPI), str(params["samples"]),
-                                            str(params["item_samples"])])
+    raw_command = mpiexec_command(workers, [str(BY_HAND_MPI), "pi", json.dumps(params)])
 
     def job(command: list[str]) -> dict:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
