@@ -4,8 +4,8 @@
     python benchmarks/_profile.py timeline [ROUNDS] # a short job on runners vs Pool.map, phase by phase
 
 `parts` runs tiny's `x + 1` over N items through one more layer of runners' serial path per MODE:
-`map` (sum(list(map(f, items))), the plain loop), `batch` (runners.run_batch's loop, then sum),
-`unpacked` (+ the engine's per-batch generator), `engine` (runners.run, serial). Under
+`map` (sum(list(map(f, items))), the plain loop), `batch` (runners.backend.run_batch, then sum),
+`engine` (runners.run, serial). Under
 `valgrind --tool=callgrind`, (instructions at N - instructions at 0) / N is what an item costs there.
 `timeline` prints, for primes 100,000..200,000 on 2 workers, Pool.map's create / map / stop and
 runners' plan / start-up / compute / shut-down with the time (from the first batch handed over) and
@@ -22,22 +22,18 @@ from runners_tasks.primes import is_prime
 from runners_tasks.tiny import add_one
 
 import runners
-from runners import Batch, run_batch
+from runners.backend import Batch, run_batch
 
 
 def parts(mode: str, n: int) -> None:
-    from runners._engine import _unpacked  # a profile of the engine's insides, not an API use
-
     if mode == "map":
         sum(list(map(add_one, range(n))))
     elif mode == "batch":
         sum(run_batch(Batch(0, add_one, 0, range(n))).values)
-    elif mode == "unpacked":
-        sum(_unpacked(0, run_batch(Batch(0, add_one, 0, range(n))).values))
     elif mode == "engine":
         runners.run("tiny", backend="serial", params={"n": n})
     else:
-        raise SystemExit(f"mode: expected map, batch, unpacked or engine, got {mode!r}")
+        raise SystemExit(f"mode: expected map, batch or engine, got {mode!r}")
 
 
 def pool_map() -> dict:

@@ -31,10 +31,11 @@ WORKERS = 2
 
 
 def workloads(quick: bool) -> dict[str, tuple[Callable, list]]:
-    samples = 100_000 if quick else 500_000
-    pi_items = [(i, samples, runners.item_seed(1, i)) for i in range(16)]
+    """Each task's own items (its split) for its own item function."""
+    pi, samples = runners.load_task("pi"), 100_000 if quick else 500_000
+    pi_items = list(pi.split(pi.params(samples=16 * samples, item_samples=samples), runners.DEFAULT_SEED))
     tiny = list(range(100_000 if quick else 1_000_000))
-    return {"pi 16 x 500,000": (count_inside, pi_items), "tiny 1,000,000": (add_one, tiny)}
+    return {f"pi 16 x {samples:,}": (count_inside, pi_items), f"tiny {len(tiny):,}": (add_one, tiny)}
 
 
 def ppe_map(fn: Callable, items: list) -> list:

@@ -28,7 +28,6 @@ from ._memory import PeakMemory, tree_mb
 from ._registry import backend_names, backend_status, load_backend, load_task, task_names
 from ._report import make_report
 from ._scratch import scratch_folder, sweep_scratch
-from ._shared import SharedArray
 from ._task import Task, Verdict, item_seed, param
 
 __all__ = [
@@ -74,3 +73,13 @@ __all__ = [
     "task_names",
     "tree_mb",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # SharedArray needs numpy, which costs ~50 ms to import and maps OpenBLAS into every worker
+    # (which then pays threadpoolctl's scan): loaded when first asked for, not with runners.
+    if name == "SharedArray":
+        from ._shared import SharedArray
+
+        return SharedArray
+    raise AttributeError(f"module 'runners' has no attribute {name!r}")

@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -65,5 +63,7 @@ def item_seed(root_seed: int, index: int) -> int:
     Equal to `SeedSequence(root_seed).spawn(index + 1)[index]`, so streams are independent and the
     result of a random task depends only on the root seed, never on back-end, workers or batching.
     """
+    import numpy as np  # here, not at import: numpy costs ~50 ms and maps OpenBLAS into every worker
+
     child = np.random.SeedSequence(root_seed, spawn_key=(index,))
     return int(child.generate_state(2, np.uint64)[0])

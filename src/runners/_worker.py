@@ -31,14 +31,14 @@ def run_batch(batch: Batch, pack: bool = False) -> BatchResult:
     values: list[Any] = []
     error = None
     began = time.perf_counter()
-    for offset, item in enumerate(batch.items):
-        try:
-            values.append(batch.fn(item))
-        except BaseException as exc:  # noqa: BLE001 - SystemExit in an item is a task failure too
-            if isinstance(exc, (KeyboardInterrupt, DriverInterrupt)) and _is_main_process():
-                raise
-            error = item_failure(batch, offset, exc)
-            break
+    try:
+        # The loop in C: list.extend keeps what it appended before an item raised, so the failing
+        # item is at offset len(values). A Python loop here cost ~470 instructions per item.
+        values.extend(map(batch.fn, batch.items))
+    except BaseException as exc:  # noqa: BLE001 - SystemExit in an item is a task failure too
+        if isinstance(exc, (KeyboardInterrupt, DriverInterrupt)) and _is_main_process():
+            raise
+        error = item_failure(batch, len(values), exc)
     seconds = time.perf_counter() - began
     if pack:
         values, error = _to_send_back(batch, values, error)
@@ -147,9 +147,10 @@ def prepare_worker(poll_seconds: float = 0.5) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.update(worker_environment())
-    from threadpoolctl import threadpool_limits
+    if _thread_pool_libraries_loaded():  # numpy via fork or the parent's imports: limit them now
+        from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1)  # libraries already loaded (numpy via fork or the parent's imports)
+        threadpool_limits(1)
     # Watch the driver itself, not os.getppid(): under forkserver the OS parent is the fork server,
     # and a driver that died before this ran has already left us reparented.
     known = multiprocessing.parent_process()
@@ -165,6 +166,22 @@ def prepare_worker(poll_seconds: float = 0.5) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="runners-exit-with-parent", daemon=True).start()
+
+
+# What threadpoolctl limits: BLAS and OpenMP runtimes (numpy's wheels bundle scipy_openblas).
+THREAD_POOL_LIBRARIES = ("openblas", "libmkl", "libblis", "flexiblas", "libgomp", "libiomp", "libomp")
+
+
+def _thread_pool_libraries_loaded() -> bool:
+    """Whether a library that threadpoolctl limits is mapped into this process: reading the maps takes
+    well under a millisecond, where importing threadpoolctl and scanning every loaded library took
+    ~14 ms in each new worker, the largest part of a short job's overhead (benchmarks/README.md)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            mapped = maps.read()
+    except OSError:  # not Linux: let threadpoolctl look
+        return True
+    return any(name in mapped for name in THREAD_POOL_LIBRARIES)
 
 
 def _gone(pid: int) -> bool:
