@@ -433,7 +433,7 @@ class Executor(concurrent.futures.Executor):
                 with self._wake:
                     while not self._has_work() and not self._closed:
                         self._wake.wait()
-                    if self._closed and not self._has_work() and not self._handed:
+                    if not self._has_work():  # shut down, and all sent work has come back
                         return
                 results = self._backend.run(self._queue)  # type: ignore[arg-type]
                 try:
@@ -445,6 +445,10 @@ class Executor(concurrent.futures.Executor):
                     close = getattr(results, "close", None)
                     if close is not None:
                         close()
+                with self._wake:
+                    if self._handed:  # a run ends with every batch it took answered: else they are lost
+                        raise RunnersError(f"the {self._backend.name} back-end returned no result for "
+                                           f"{len(self._handed)} batch(es); they were lost")
         except BaseException as exc:  # noqa: BLE001 - the back-end itself failed: nothing more can run
             with self._wake:
                 self._broken = exc
