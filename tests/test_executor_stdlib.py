@@ -57,6 +57,7 @@ def stdlib_python() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the first case also makes .venv-stdlib (pip, minutes on a busy machine)
 @pytest.mark.parametrize("backend", [b for b in installed_backends() if b not in ("asyncio", "auto")])
 def test_cpythons_executor_cases_pass_on(backend, stdlib_python):
     done = subprocess.run([stdlib_python, str(ROOT / "tests" / "stdlib_futures.py"), backend],
