@@ -208,10 +208,15 @@ def shared_leftovers(request):
 
 def tagged_processes(tag: str) -> list[psutil.Process]:
     """Processes that carry RUNNERS_TEST_TAG=tag in their environment, wherever they were reparented."""
+    return processes_with("RUNNERS_TEST_TAG", tag)
+
+
+def processes_with(variable: str, value: str) -> list[psutil.Process]:
+    """Live processes whose environment has `variable` set to `value`, wherever they were reparented."""
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get("RUNNERS_TEST_TAG") == tag and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.environ().get(variable) == value and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

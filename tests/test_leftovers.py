@@ -16,7 +16,7 @@ import uuid
 import psutil
 import pytest
 
-from tests.conftest import Witness, run_cli
+from tests.conftest import Witness, processes_with, run_cli
 
 
 def test_a_segment_named_for_a_process_of_this_test_is_its_own_and_one_of_another_is_not():
@@ -95,11 +95,4 @@ def test_an_mpi_job_of_another_process_tree_is_not_blamed_and_one_of_this_test_i
 
 
 def marked(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("RUNNERS_FOREIGN") == marker and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+    return processes_with("RUNNERS_FOREIGN", marker)
