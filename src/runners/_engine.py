@@ -148,7 +148,7 @@ def plan_backend(job: Job) -> tuple[type[Backend], Any, int, Policy]:
     workers = usable_cpus() if job.workers is None else job.workers
     _positive("workers", workers, MAX_WORKERS)
     if job.chunksize is not None:
-        _positive("chunksize", job.chunksize, 2**40)
+        check_chunksize(job.chunksize)
     if not isinstance(job.seed, int) or isinstance(job.seed, bool) or not 0 <= job.seed < 2**64:
         raise ConfigError(f"seed: expected an integer from 0 to 2**64 - 1, got {short_repr(job.seed)}",
                           key="seed")
@@ -298,6 +298,11 @@ def ensure_picklable(fn: Any, task: str) -> None:
             f"({type(exc).__name__}: {exc}); define it with 'def' at the top level of an importable "
             "module (not a lambda, a nested function or a method) and name it as module:function"
         ) from exc
+
+
+def check_chunksize(chunksize: Any) -> None:
+    """A chunksize is a positive integer (a job's, or one `Executor.map` call's); ConfigError if not."""
+    _positive("chunksize", chunksize, 2**40)
 
 
 def _positive(key: str, value: Any, most: int) -> None:

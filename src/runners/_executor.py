@@ -27,7 +27,7 @@ from typing import Any
 from ._backend import Backend, Batch, BatchResult
 from ._batcher import MAX_BATCH_BYTES, Batcher
 from ._config import job_from_sources
-from ._engine import DEFAULT_SEED, Job, plan_backend
+from ._engine import DEFAULT_SEED, Job, check_chunksize, plan_backend
 from ._errors import BackendUnavailable, ConfigError, RunnersError, TaskError
 from ._ordered import InOrder, as_exception
 
@@ -349,8 +349,8 @@ class Executor(concurrent.futures.Executor):
             except (TypeError, ValueError):  # one has no length (a generator): the batcher reads on
                 pass
         size = chunksize if chunksize is not None else self._chunksize
-        if size is not None and (not isinstance(size, int) or size < 1):
-            raise ConfigError(f"chunksize: expected a positive integer, got {size!r}", key="chunksize")
+        if size is not None:
+            check_chunksize(size)
         max_bytes = min(self._backend.max_batch_bytes or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
         batcher = Batcher(items, call, self._backend.workers, size, self._policy.timeout, max_bytes)
         with self._wake:
