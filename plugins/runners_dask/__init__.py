@@ -39,6 +39,7 @@ from ._removals import WorkerRemovals
 
 ADDRESS = re.compile(r"((tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}")
 LOOPBACK = "127.0.0.1"
+KEY_PREFIX = "runners-"  # of every batch task's key
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,12 @@ class DaskBackend(Backend):
 
     def start(self) -> None:
         self._shipped: set[str] = set()
-        self._removals: WorkerRemovals | None = None  # a LocalCluster reports its losses itself
         if self.options.address is None:
             self._start_local_cluster()
         else:
             self._join()
+        self._removals = WorkerRemovals(self._client, KEY_PREFIX)
+        self.on_shutdown(self._removals.close)
         # Every worker imports runners (~0.3 s) now, as part of start-up, instead of in its first batch.
         self._client.run(_ready)
 
@@ -134,8 +136,6 @@ class DaskBackend(Backend):
                 f"with `dask scheduler` and workers with `dask worker {address}`, or fix the address"
             ) from None
         self.workers = max(1, sum(self._client.nthreads().values()))
-        self._removals = WorkerRemovals(client)  # else the scheduler reruns a dead worker's batches itself
-        self.on_shutdown(self._removals.close)
 
     def _start_local_cluster(self) -> None:
         import dask
@@ -215,7 +215,7 @@ class DaskTasks(Handles[Any]):
         if self.ship is not None:
             self.ship(batch.fn)
         work = pickle_batch(batch, cloudpickle.Pickler) if self.travels else batch
-        key = f"runners-{self.run_id}-batch-{batch.id}"
+        key = f"{KEY_PREFIX}{self.run_id}-batch-{batch.id}"
         future = self.client.submit(run_on_worker, work, pure=False, key=key)
         future.add_done_callback(self._finished.put)
         return future
@@ -235,24 +235,31 @@ class DaskTasks(Handles[Any]):
         from distributed import KilledWorker
 
         if handle in self._lost:
-            reason = f"dask worker {self._lost.pop(handle)} left the cluster while running it"
-            return BatchResult(batch.id, [], WorkerLost(reason, "dask"))
-        if handle.status == "finished":
+            return _worker_lost(batch, self._lost.pop(handle))
+        if handle.status == "finished":  # (a result lost since then is recomputed by dask: result() waits)
             return handle.result()
-        exc = None if handle.status == "cancelled" else handle.exception()
+        exc = handle.exception() if handle.status == "error" else None  # (on 'lost' it waits for a rerun)
         if exc is not None and not isinstance(exc, KilledWorker):
             return transport_failure(batch, exc, "dask")  # items raise inside the task: this is travel
-        if handle.status == "cancelled":
-            reason = "dask cancelled the batch (lost the scheduler?)"
-        elif exc is None:  # 'lost' and similar states carry no exception: the worker went with the batch
-            reason = f"dask lost the batch (future {handle.status})"
-        else:
+        # KilledWorker names the worker; a batch whose result died with its worker before the driver
+        # fetched it ('lost') does not, and the scheduler's removal event does.
+        worker = self.removals.worker_of(handle.key) if self.removals else None
+        if isinstance(exc, KilledWorker):
             worker = getattr(exc.last_worker, "address", exc.last_worker)
-            reason = f"dask worker {worker} died while running it (KilledWorker)"
+        if worker is not None:
+            return _worker_lost(batch, worker)
+        reason = ("dask cancelled the batch (lost the scheduler?)" if handle.status == "cancelled"
+                  else f"dask lost the batch (future {handle.status})")
         return BatchResult(batch.id, [], WorkerLost(reason, "dask"))
 
     def cancel(self, handles: list[Any]) -> None:
         self.client.cancel(handles, force=True)  # stopped early (an error, Ctrl-C): the cluster drops them
+
+
+def _worker_lost(batch: Batch, worker: str) -> BatchResult:
+    # The same words for every batch one death took, however it was told: the run counts deaths by them.
+    return BatchResult(batch.id, [], WorkerLost(f"dask worker {worker} left the cluster while it held "
+                                                "the batch (it died, or was cut off)", "dask"))
 
 
 def _host(ip: str) -> str:
