@@ -66,6 +66,7 @@ def _shm() -> set[str]:
 
 PID_IN_NAME = re.compile(r"-(\d+)-")  # runners-PID-token (SharedArray), sem.loky-PID-... (loky)
 MPICH_SEGMENT = re.compile(r"/dev/shm/(mpich_shm_\S+)")
+HYDRA_TOPOLOGY = re.compile(r"/tmp/hydra_hwloc_xmlfile_\w+")  # what hydra's proxy writes for its ranks
 
 
 class Witness:
@@ -83,6 +84,7 @@ class Witness:
     def __init__(self) -> None:
         self.pids = {os.getpid()}
         self.mapped: dict[str, set[str]] = {}  # segment -> the run tags of the ranks that mapped it
+        self.topology: dict[str, set[str]] = {}  # run tag -> the topology files its hydra proxies held
         self._ranks: dict[tuple[int, float], str | None] = {}  # a rank's run tag; None: not a rank
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="leftover-witness", daemon=True)
@@ -96,6 +98,10 @@ class Witness:
     def segments_of(self, tag: str) -> set[str]:
         """The MPICH segments that ranks of the run tagged `tag` mapped."""
         return {name for name, tags in self.mapped.items() if tag in tags}
+
+    def topology_files_of(self, tag: str) -> set[str]:
+        """The topology files (/tmp/hydra_hwloc_xmlfile_*) that hydra's proxies of run `tag` held."""
+        return self.topology.get(tag, set())
 
     def owns(self, segment: str) -> bool:
         if segment.startswith("mpich_shm_"):
@@ -113,6 +119,9 @@ class Witness:
         for proc in psutil.Process().children(recursive=True):
             self.pids.add(proc.pid)
             try:
+                if proc.name() == "hydra_pmi_proxy":
+                    self._proxy_files(proc)
+                    continue
                 tag = self._rank_tag(proc)
                 if tag is None:
                     continue
@@ -122,6 +131,11 @@ class Witness:
                 continue
             for name in found:
                 self.mapped.setdefault(name, set()).add(tag)
+
+    def _proxy_files(self, proc: psutil.Process) -> None:
+        files = {f.path for f in proc.open_files() if HYDRA_TOPOLOGY.fullmatch(f.path)}
+        if files:
+            self.topology.setdefault(proc.environ().get("RUNNERS_TEST_TAG", ""), set()).update(files)
 
     def _rank_tag(self, proc: psutil.Process) -> str | None:
         key = (proc.pid, proc.create_time())

@@ -105,12 +105,15 @@ def test_a_network_device_the_user_chose_is_left_as_it_is():
 # -- leaks: a job's MPICH segments go with it, however it ends ---------------------------------------
 
 def assert_swept(witness, tag: str) -> None:
-    mine = witness.segments_of(tag)
+    """The run's MPICH segments, and the topology files of its hydra proxies, are gone soon after it."""
+    mine = {f"/dev/shm/{name}" for name in witness.segments_of(tag)}
     assert mine, "no rank of this run was seen mapping an MPICH segment"
+    topology = witness.topology_files_of(tag)
+    assert topology, "no hydra proxy of this run was seen holding its topology file"
     deadline = time.monotonic() + SWEPT_WITHIN
-    while (left := {n for n in mine if os.path.exists(f"/dev/shm/{n}")}) and time.monotonic() < deadline:
+    while (left := {p for p in mine | topology if os.path.exists(p)}) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not left, f"this run's MPICH segments outlived it by {SWEPT_WITHIN} s: {left}"
+    assert not left, f"this run's files outlived it by {SWEPT_WITHIN} s: {left}"
 
 
 # The ranks die a second or so into the run: long enough for the Witness to see their segments.

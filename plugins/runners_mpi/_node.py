@@ -37,7 +37,8 @@ def keep_on_loopback() -> None:
 
 def sweep_when_gone(comm: Any) -> None:
     """Collective: the first rank on each host starts a sweeper (`_sweeper.py`) that waits for every
-    rank of the job on that host to end, then unlinks the MPICH segments they mapped."""
+    rank of the job on that host to end, then unlinks the MPICH segments they mapped and the topology
+    file of hydra's proxy there (the ranks' parent)."""
     from mpi4py import MPI
 
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
@@ -47,7 +48,7 @@ def sweep_when_gone(comm: Any) -> None:
         local.Free()
     if pids is None:
         return
-    from ._sweeper import mapped
+    from ._sweeper import mapped, topology_files
 
     # The segments as this rank maps them now: a job that dies at once may be gone before the
     # sweeper has read a single rank's maps.
@@ -55,7 +56,8 @@ def sweep_when_gone(comm: Any) -> None:
     # Its own session, no inherited descriptors, nothing on stdout or stderr: it must not hold the
     # job's pipes open after the job, nor be stopped with the job's process group. It forks and
     # returns at once, its child sweeping.
-    subprocess.run([sys.executable, "-I", "-S", str(SWEEPER), ",".join(map(str, pids)), segments],
+    files = ",".join(topology_files(os.getppid()))
+    subprocess.run([sys.executable, "-I", "-S", str(SWEEPER), ",".join(map(str, pids)), segments, files],
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    start_new_session=True, check=False)
 
