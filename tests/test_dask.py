@@ -42,11 +42,14 @@ def wait_for_workers(address: str, count: int, timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A scheduler and two single-thread workers on 127.0.0.1, each in its own process group."""
+def cluster(tmp_path_factory):
+    """A scheduler and two single-thread workers on 127.0.0.1, each in its own process group, their
+    scratch space in a folder of the test's (dask's default, TMPDIR/dask-scratch-space, outlives them)."""
     port, tag = free_port(), uuid.uuid4().hex
+    scratch = str(tmp_path_factory.mktemp("dask-workers"))
     address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "RUNNERS_TEST_TAG": tag, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "RUNNERS_TEST_TAG": tag, "PYTHONPATH": str(ROOT),
+           "DASK_TEMPORARY_DIRECTORY": scratch}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True,
              "env": env, "cwd": ROOT}
     commands = [[DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]]
