@@ -2,6 +2,7 @@
 
     python benchmarks/_profile.py parts MODE N     # one layer of the serial path, for callgrind
     python benchmarks/_profile.py timeline [ROUNDS] # a short job on runners vs Pool.map, phase by phase
+    python benchmarks/_profile.py sizing REV [ROUNDS] # this Batcher's sizing against REV's, paired
 
 `parts` runs tiny's `x + 1` over N items through one more layer of runners' serial path per MODE:
 `map` (sum(list(map(f, items))), the plain loop), `batch` (runners.backend.run_batch, then sum),
@@ -10,13 +11,22 @@
 `timeline` prints, for primes 100,000..200,000 on 2 workers, Pool.map's create / map / stop and
 runners' plan / start-up / compute / shut-down with the time (from the first batch handed over) and
 size of every batch that came back.
+`sizing` runs primes 100k, tiny 1M, pi 16 x 500,000 and primes 100,000..700,000 (~1 s of work: the
+last batches' balance shows) on 2 workers: Pool.map, and runners multiprocessing and futures once with
+this tree's `Batcher.next_size` and once with the one at git revision REV (swapped in for the call,
+in this process), in shuffled rounds with the headroom of each; it prints medians and the paired
+ratios to Pool.map and of this tree's sizing to REV's.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import random
+import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from runners_tasks.primes import is_prime
 from runners_tasks.tiny import add_one
@@ -71,10 +81,80 @@ def timeline(rounds: int) -> None:
             print(name, shown, flush=True)
 
 
+def sizing(revision: str, rounds: int) -> None:
+    import peers
+    from _common import headroom, table
+
+    import runners._batcher as batcher
+
+    source = subprocess.run(["git", "show", f"{revision}:src/runners/_batcher.py"], check=True, text=True,
+                            capture_output=True, cwd=Path(__file__).parent).stdout
+    source = source.replace("from ._backend", "from runners._backend")
+    before: dict = {}
+    exec(compile(source, f"{revision}:src/runners/_batcher.py", "exec"), before)
+    # The whole class's behaviour is swapped (its methods, which read its module's constants), not its
+    # identity: the engine makes its Batcher from the class it imported.
+    ours, theirs = dict(vars(batcher.Batcher)), dict(vars(before["Batcher"]))
+    methods = [name for name, value in theirs.items() if callable(value) or isinstance(value, property)]
+
+    def use(policy: dict) -> None:
+        for name in methods:
+            if name in policy:
+                setattr(batcher.Batcher, name, policy[name])
+            else:
+                delattr(batcher.Batcher, name)
+
+    def sized_by(policy: dict, backend: str):
+        def call(w):
+            use(policy)
+            try:
+                return peers.through_runners(backend)(w)
+            finally:
+                use(ours)
+        return call
+
+    contenders = {"Pool.map": peers.pool_map}
+    for backend in ("multiprocessing", "futures"):
+        contenders[f"{backend}, {revision}"] = sized_by(theirs, backend)
+        contenders[f"{backend}, this tree"] = sized_by(ours, backend)
+    workloads = [peers.Workload(name, runners.load_task(task), params) for name, task, params in [
+        ("primes", "primes", {"start": 100_000, "stop": 200_000}), ("tiny", "tiny", {"n": 1_000_000}),
+        ("pi", "pi", {"samples": 16 * 500_000, "item_samples": 500_000}),
+        ("primes 1 s", "primes", {"start": 100_000, "stop": 700_000})]]
+    peers.warm_up(["r-multiprocessing", "r-futures"])
+    reference = {w.name: peers.plain(w) for w in workloads}
+    shuffler = random.Random(17)
+    wall: dict[tuple[str, str], list[float]] = {}
+    rooms: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for w in shuffler.sample(workloads, len(workloads)):
+            rooms.setdefault(w.name, []).append(headroom())
+            for name in shuffler.sample(list(contenders), len(contenders)):
+                began = time.perf_counter()
+                result = contenders[name](w)
+                wall.setdefault((w.name, name), []).append(time.perf_counter() - began)
+                if result != reference[w.name]:
+                    raise SystemExit(f"{name} on {w.name}: {result!r}, list(map) gave {reference[w.name]!r}")
+
+    def ratio(these: list[float], those: list[float]) -> float:  # the median of the paired ratios
+        return statistics.median(a / b for a, b in zip(these, those, strict=True))
+
+    for w in workloads:
+        times = {name: wall[w.name, name] for name in contenders}
+        print(f"\n{w.name} {w.raw}, 2 workers, {rounds} rounds, headroom per round "
+              + " ".join(f"{h:.2f}" for h in rooms[w.name]))
+        rows = [[name, statistics.median(own), ratio(own, times["Pool.map"]),
+                 ratio(own, times[name.replace("this tree", revision)]) if "this tree" in name else ""]
+                for name, own in times.items()]
+        print(table(["contender", "median s", "median x Pool.map", f"median x {revision}'s sizing"], rows))
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["parts"]:
         parts(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1:2] == ["timeline"]:
         timeline(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    elif sys.argv[1:2] == ["sizing"] and len(sys.argv) > 2:
+        sizing(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 7)
     else:
         raise SystemExit(__doc__)

@@ -14,9 +14,10 @@ runners: `runners.run(task, backend=..., workers=2)`, which also checks the resu
 
 Rounds: every round runs each workload once, its contenders in a shuffled order, after measuring
 the 2-process headroom. Printed: medians of wall seconds, the median of the paired ratios to the best
-peer of the same round, speed-up over list(map) / headroom in the same round, and CPU seconds of the
-whole call (this process's own plus those of its reaped children and their reaped descendants,
-`getrusage`) against list(map)'s. A process that outlives its call is named (its CPU is then missed).
+peer of the same round (and to Pool.map's, issue 17's short-job target, when it runs), speed-up over
+list(map) / headroom in the same round, and CPU seconds of the whole call (this process's own plus
+those of its reaped children and their reaped descendants, `getrusage`) against list(map)'s. A
+process that outlives its call is named (its CPU is then missed).
 """
 
 from __future__ import annotations
@@ -257,6 +258,7 @@ def report(workloads: list[Workload], names: list[str], runs: dict, rooms: dict,
     base = "plain" if "plain" in names else "r-serial" if "r-serial" in names else None
     summary: dict[str, list[str]] = {n: [] for n in names}
     best_peers = []
+    pooled = "pool" in names  # issue 17's short-job target is a ratio to it
     for w in workloads:
         wall = {n: [s for s, _ in runs[w.name, n]] for n in names}
         cpu = {n: [c for _, c in runs[w.name, n]] for n in names}
@@ -274,14 +276,17 @@ def report(workloads: list[Workload], names: list[str], runs: dict, rooms: dict,
             if base:
                 efficiency = median_of([b / s / h for s, b, h in zip(wall[n], wall[base], room, strict=True)])
                 cpu_ratio = median_of([c / b for c, b in zip(cpu[n], cpu[base], strict=True)])
-            rows.append([CONTENDERS[n][0], median_of(wall[n]), ratio, efficiency, median_of(cpu[n]),
-                         cpu_ratio])
+            to_pool = []
+            if pooled:
+                to_pool = [median_of([s / p for s, p in zip(wall[n], wall["pool"], strict=True)])]
+            rows.append([CONTENDERS[n][0], median_of(wall[n]), ratio, *to_pool, efficiency,
+                         median_of(cpu[n]), cpu_ratio])
             summary[n].append(f"{ratio:.2f}x ({median_of(wall[n]):.3f} s)")
         shown = len(w.raw["numbers"]) if w.name == "factorize" else w.raw
         print(f"\n{w.name} {shown}, {WORKERS} workers, {rounds} rounds, headroom per round "
               + " ".join(f"{h:.2f}" for h in room))
-        print(table(["contender", "median s", "median x best peer", f"speed-up / headroom (vs {base})",
-                     "median CPU s", f"CPU / {base} CPU"], rows))
+        print(table(["contender", "median s", "median x best peer", *["median x Pool.map"] * pooled,
+                     f"speed-up / headroom (vs {base})", "median CPU s", f"CPU / {base} CPU"], rows))
     print(f"\nSummary: median of the paired ratios to the round's best peer (median wall s); "
           f"{WORKERS} workers, whole calls, {rounds} rounds")
     print("best peers: " + "; ".join(best_peers))
