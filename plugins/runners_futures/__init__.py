@@ -21,6 +21,7 @@ from runners.backend import (
     BatchResult,
     Futures,
     WorkerLost,
+    before_forking_workers,
     in_flight,
     param,
     pickle_batch,
@@ -63,6 +64,7 @@ class FuturesBackend(Backend):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context(self.options.start_method)
+        before_forking_workers()
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=prepare_worker,
                                    max_tasks_per_child=self.options.max_tasks_per_child)
 

@@ -28,6 +28,7 @@ from ._signals import keep_signal_handlers
 from ._task import param
 from ._transport import BatchNotPicklable, pickle_batch, transport_failure
 from ._worker import (
+    before_forking_workers,
     environment,
     item_failure,
     prepare_worker,
@@ -57,6 +58,7 @@ __all__ = [
     "Parcel",
     "RunnersError",
     "WorkerLost",
+    "before_forking_workers",
     "check_listen_address",
     "environment",
     "in_flight",
