@@ -59,12 +59,12 @@ class FuturesBackend(Backend):
         self._in_flight: dict[int, tuple[int, Batch]] = {}  # submitted, not yet yielded: (executor, batch)
         self._lost: dict[int, WorkerLost] = {}  # executor -> why it broke, once explained
         self._abandoned = False  # a run stopped early, leaving items that may still be running
+        self.on_shutdown(before_forking_workers())
         self._pool = self._new_pool()
         self.on_shutdown(self._stop_pool)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context(self.options.start_method)
-        before_forking_workers()
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=prepare_worker,
                                    max_tasks_per_child=self.options.max_tasks_per_child)
 

@@ -97,7 +97,7 @@ class MultiprocessingBackend(Backend):
         self._pending: dict[int, tuple[Future, Batch]] = {}
         self._running: dict[int, tuple[int, float]] = {}  # pid -> (batch id, when it started)
         self._processes: list[Any] = []  # every worker the pool made
-        before_forking_workers()
+        self.on_shutdown(before_forking_workers())
         self._pool = RecordingPool(self.workers, _init_worker, (self._writer,), self.options.maxtasksperchild,
                                    context=context, on_new_process=self._remember)
         self.on_shutdown(self._stop_pool)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ._backend import Batch, BatchResult, ItemFailure, PackedValues, Parcel, packed
 from ._errors import DriverInterrupt
+from ._threadpools import one_thread_each
 
 IN_WORKER = "RUNNERS_IN_WORKER"
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -147,7 +148,7 @@ def prepare_worker(poll_seconds: float = 0.5) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.update(worker_environment())
-    _thread_pools().limit(limits=1)  # numpy via fork or the parent's imports: one thread each
+    one_thread_each()  # BLAS and OpenMP runtimes, from the driver (fork) or the task's imports
     # Watch the driver itself, not os.getppid(): under forkserver the OS parent is the fork server,
     # and a driver that died before this ran has already left us reparented.
     known = multiprocessing.parent_process()
@@ -163,54 +164,6 @@ def prepare_worker(poll_seconds: float = 0.5) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="runners-exit-with-parent", daemon=True).start()
-
-
-# What threadpoolctl limits: BLAS and OpenMP runtimes (numpy's wheels bundle scipy_openblas).
-THREAD_POOL_LIBRARIES = ("openblas", "libmkl", "libblis", "flexiblas", "libgomp", "libiomp", "libomp")
-
-
-class _NoThreadPools:
-    def limit(self, limits: int) -> None:
-        pass
-
-
-# threadpoolctl's controller of the libraries above, and which of them it found: made in the driver by
-# before_forking_workers, inherited by forked workers. Importing threadpoolctl and scanning every loaded
-# library took ~10 ms of CPU in each new worker, most of a short job's overhead (benchmarks/README.md).
-_made: tuple[str, Any] | None = None
-
-
-def _thread_pool_libraries() -> str | None:
-    """The thread-pool libraries mapped into this process, one path a line ('' when there are none;
-    None where there is no /proc/self/maps to read). Reading the maps takes well under a millisecond."""
-    try:
-        with open("/proc/self/maps") as maps:
-            lines = maps.read().splitlines()
-    except OSError:  # not Linux: let threadpoolctl look, every time
-        return None
-    found = {line.split()[-1] for line in lines if any(name in line for name in THREAD_POOL_LIBRARIES)}
-    return "\n".join(sorted(found))
-
-
-def _thread_pools() -> Any:
-    """threadpoolctl's controller of the thread-pool libraries loaded here: the one made before this
-    process was forked if it has the same libraries, else a new one."""
-    global _made
-    libraries = _thread_pool_libraries()
-    if libraries == "":
-        return _NoThreadPools()
-    if libraries is None or _made is None or _made[0] != libraries:
-        from threadpoolctl import ThreadpoolController
-
-        _made = (libraries or "", ThreadpoolController())
-    return _made[1]
-
-
-def before_forking_workers() -> None:
-    """Call in the driver before starting worker processes whose initializer is `prepare_worker`:
-    what each worker would otherwise do again (find the BLAS and OpenMP libraries to limit) is done
-    once here, and forked workers inherit it. Cheap when repeated, and when no such library is loaded."""
-    _thread_pools()
 
 
 def _gone(pid: int) -> bool:

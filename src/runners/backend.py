@@ -26,9 +26,9 @@ from ._registry import load_backend
 from ._scratch import scratch_folder
 from ._signals import keep_signal_handlers
 from ._task import param
+from ._threadpools import before_forking_workers
 from ._transport import BatchNotPicklable, pickle_batch, transport_failure
 from ._worker import (
-    before_forking_workers,
     environment,
     item_failure,
     prepare_worker,

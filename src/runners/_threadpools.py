@@ -1,0 +1,72 @@
+"""One thread for each BLAS and OpenMP runtime in a worker process, without the worker paying for it.
+
+Workers that each run a thread per core oversubscribe the cores the other workers use, so pool workers
+run one BLAS or OpenMP thread each (as joblib's do). A forked worker inherits the driver's runtimes,
+already started with a thread per core, and limiting them there hid two costs (benchmarks/README.md):
+
+- finding them: importing threadpoolctl and scanning every loaded library took ~10 ms of CPU in each
+  new worker. The driver does it once, and forked workers reuse it while they map the same libraries.
+- limiting them: `openblas_set_num_threads` in a forked child starts an OpenBLAS thread there that spins
+  for ~0.1 s of CPU, on the cores the work needs. So the driver limits its own runtimes for the moment
+  of each fork and restores them after it: the child inherits one thread and has nothing to set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# What threadpoolctl limits: BLAS and OpenMP runtimes (numpy's wheels bundle scipy_openblas).
+LIBRARIES = ("openblas", "libmkl", "libblis", "flexiblas", "libgomp", "libiomp", "libomp")
+
+_found: tuple[str, list[Any]] | None = None  # the libraries mapped, and threadpoolctl's controllers of them
+
+
+def _mapped() -> str | None:
+    """The runtimes mapped into this process, one path a line ('' when there are none; None where
+    there is no /proc/self/maps to read). Reading the maps takes about a millisecond."""
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:  # not Linux: let threadpoolctl look, every time
+        return None
+    return "\n".join(sorted({line.split()[-1] for line in lines if any(n in line for n in LIBRARIES)}))
+
+
+def _controllers() -> list[Any]:
+    """threadpoolctl's controllers of the runtimes loaded here: those found before this process was
+    forked while it maps the same libraries, else found again."""
+    global _found
+    libraries = _mapped()
+    if libraries == "":
+        return []
+    if libraries is None or _found is None or _found[0] != libraries:
+        from threadpoolctl import ThreadpoolController
+
+        _found = (libraries or "", ThreadpoolController().lib_controllers)
+    return _found[1]
+
+
+def one_thread_each() -> list[tuple[Any, int]]:
+    """Limit every runtime here that runs more than one thread to one; return those, with their counts."""
+    changed = []
+    for runtime in _controllers():
+        threads = runtime.num_threads
+        if threads != 1:
+            runtime.set_num_threads(1)
+            changed.append((runtime, threads))
+    return changed
+
+
+def before_forking_workers() -> Callable[[], None]:
+    """Call in the driver before starting worker processes whose initializer is `prepare_worker`, and
+    call what it returns once they are gone (at shut-down): until then the driver's own runtimes run one
+    thread each, which forked workers inherit, so they have nothing to limit. The driver's cores are
+    the workers' meanwhile. Cheap when no runtime is loaded."""
+    changed = one_thread_each()
+
+    def restore() -> None:
+        for runtime, threads in changed:
+            runtime.set_num_threads(threads)
+
+    return restore
