@@ -174,6 +174,7 @@ def test_quick_titles_and_params_state_the_sizes_that_run():
     assert full.experiments[0]["title"] == "1. Monte Carlo pi, 50,000,000 samples"
 
 
+@pytest.mark.slow  # a minute: Ray, Dask and MPI start for pi; the pieces run fast below and in test_report
 def test_quick_seed_tables_batch_through_the_cli(tmp_path):
     out = tmp_path / "seed"
     began = time.monotonic()
@@ -195,6 +196,22 @@ def test_quick_seed_tables_batch_through_the_cli(tmp_path):
     assert (out / "plots" / "speedup-pi.png").exists() and (out / "plots" / "ipc-ipc.png").exists()
     assert "Run order: runs are ordered in rounds" in done.stdout and "2-process headroom" in done.stdout
     print(f"quick profile: {took:.1f} s")
+
+
+@pytest.mark.parametrize(("task", "params"), [
+    ("ipc", {"messages": 50, "volume_mb": 2}),
+    ("gil", {"increments": 20_000}),
+    ("burn", {"n": 4, "work": 2_000}),
+])
+def test_the_seed_tables_measurement_tasks_run_and_pass_their_checks(task, params):
+    """The tasks only the seed-tables batch runs, at a size for the day-to-day loop (the batch itself,
+    with its clusters, is a slow test): each task's own check is the independent truth."""
+    record = runners.run(task, params=params)
+    assert record.check.ok, record.check
+    if task == "burn":
+        assert record.result == 4 * sum(i * i for i in range(2_000))
+    else:
+        assert record.items == len(record.result) >= 2
 
 
 def test_unsafe_batch_name_and_unwritable_output_are_clear_errors(tmp_path):
