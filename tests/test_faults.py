@@ -23,8 +23,9 @@ Not run for every back-end, and why:
   BaseException, poison items, pickling and nested pools go through the engine's code that the other
   back-ends exercise, and tests/test_conformance.py runs item exceptions, SystemExit and lambdas on
   Ray through the Python API.
-- an item's exception, keep-going: the CLI's report of them, once per way items run (serial, asyncio,
-  multiprocessing; see ONE_PER_WAY_ITEMS_RUN); the kit and tests/test_progress.py run them on each.
+- an item's exception (SystemExit and BaseException too), keep-going: the CLI's report of them, once
+  per way items run (serial, asyncio, multiprocessing; see ONE_PER_WAY_ITEMS_RUN); the kit and
+  tests/test_progress.py run them on each back-end.
 - pickling, a large payload, nested pools: back-ends whose items leave the runner's process; an
   in-process back-end never pickles an item (the cases would only show that it works).
 - a retried per-item timeout: only back-ends that enforce timeouts (the others refuse `--timeout`).
@@ -359,7 +360,10 @@ def test_fail_fast_cancels_long_pending_items_quickly(backend, method, items, fa
 
 # -- 2. SystemExit or a custom BaseException in an item --------------------------------------------
 
-@pytest.mark.parametrize(("backend", "method"), matrix(skip=HEAVY))
+# Every back-end runs items through the core's run_batch / run_pickled_batch, whose `except BaseException`
+# makes any exception an item's failure, and the kit checks SystemExit on each (test_system_exit_in_an_
+# item_is_a_task_failure); asyncio awaits items in a loop of its own, kept here with the two others.
+@pytest.mark.parametrize(("backend", "method"), matrix(**ONE_PER_WAY_ITEMS_RUN))
 @pytest.mark.parametrize(("task", "kind", "index"), [("EXIT", "SystemExit", 3), ("RAISE_BASE", "Escape", 2)])
 def test_system_exit_and_base_exception_in_an_item_are_task_failures(backend, method, task, kind, index,
                                                                       items, fault_env):
