@@ -234,10 +234,11 @@ def test_at_interpreter_exit_submitted_work_finishes_and_later_submits_are_refus
 
 def test_ctrl_c_stops_the_workers_at_once_and_leaves_nothing(tmp_path):
     script = _script(tmp_path, """
-        import time
+        import os, time
         import runners
 
         def slow(x):
+            open(f"started-{os.getpid()}", "w").close()
             time.sleep(30)
             return x
 
@@ -249,7 +250,10 @@ def test_ctrl_c_stops_the_workers_at_once_and_leaves_nothing(tmp_path):
     child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, cwd=tmp_path)
     assert child.stdout.readline().strip() == "running"
-    time.sleep(1.0)  # the items are running
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("started-*"))) < 2:  # both workers are running an item
+        assert child.poll() is None and time.monotonic() < deadline, child.communicate()
+        time.sleep(0.05)
     child.send_signal(signal.SIGINT)
     began = time.monotonic()
     out, err = child.communicate(timeout=20)

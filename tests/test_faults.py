@@ -23,6 +23,9 @@ Not run for every back-end, and why:
   BaseException, poison items, pickling and nested pools go through the engine's code that the other
   back-ends exercise, and tests/test_conformance.py runs item exceptions, SystemExit and lambdas on
   Ray through the Python API.
+- an item's exception (SystemExit and BaseException too), keep-going: the CLI's report of them, once
+  per way items run (serial, asyncio, multiprocessing; see ONE_PER_WAY_ITEMS_RUN); the kit and
+  tests/test_progress.py run them on each back-end.
 - pickling, a large payload, nested pools: back-ends whose items leave the runner's process; an
   in-process back-end never pickles an item (the cases would only show that it works).
 - a retried per-item timeout: only back-ends that enforce timeouts (the others refuse `--timeout`).
@@ -95,12 +98,14 @@ def has_start_method(backend: str) -> bool:
     return "start_method" in {f.name for f in dataclasses.fields(runners.load_backend(backend).Options)}
 
 
-def matrix(*, methods: bool = False, skip: tuple[str, ...] = (), only=None) -> list:
-    """(backend, start method) parameters: every installed back-end but `skip`, those `only` keeps;
-    with `methods`, each back-end that has a start method once per method."""
+def matrix(*, methods: bool = False, skip: tuple[str, ...] = (), only=None, among=None) -> list:
+    """(backend, start method) parameters: every installed back-end (or those `among`) but `skip`,
+    those `only` keeps; with `methods`, each back-end that has a start method once per method."""
     rows = []
     for backend in BACKENDS:
         if backend in skip or (only is not None and not only(expect(backend))):
+            continue
+        if among is not None and backend not in among:
             continue
         if methods and has_start_method(backend):
             rows += [pytest.param(backend, m, id=f"{backend}-{m}") for m in START_METHODS]
@@ -123,6 +128,13 @@ def known_bug(case: str, backend: str) -> None:
 
 
 ITEMS_LEAVE_RUNNER = {"only": lambda e: not e.in_runner}
+# An item's own exception is carried back by each back-end's transport, and the kit checks that on every
+# back-end through the Python API on one started back-end (runners.testing: type, message, traceback,
+# index and item; keep-going on each back-end is tests/test_progress.py's, through the CLI). What the
+# cases below add is how the CLI reports it, the same code whatever the back-end: once per way items
+# run, in the runner (serial), as coroutines (asyncio: the kit runs only tasks with an async twin on it,
+# so this is its one check) and in worker processes (multiprocessing).
+ONE_PER_WAY_ITEMS_RUN = {"among": ("serial", "asyncio", "multiprocessing")}
 
 
 # -- the items: every function of the matrix as a task with an async twin -------------------------
@@ -301,7 +313,7 @@ def named_items(held: str) -> list[int]:
 
 # -- 1. an item raises -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("backend", "method"), matrix(skip=HEAVY))
+@pytest.mark.parametrize(("backend", "method"), matrix(**ONE_PER_WAY_ITEMS_RUN))
 def test_item_error_keeps_type_traceback_and_item(backend, method, items, fault_env):
     done = run_cli(*exec_args(items, "RAISE_ON_SEVEN", backend, method, "--set", "items=[1, 7, 3]"),
                    timeout=120, env=fault_env)
@@ -311,7 +323,7 @@ def test_item_error_keeps_type_traceback_and_item(backend, method, items, fault_
     assert not done.stdout.strip()
 
 
-@pytest.mark.parametrize(("backend", "method"), matrix(skip=HEAVY))
+@pytest.mark.parametrize(("backend", "method"), matrix(**ONE_PER_WAY_ITEMS_RUN))
 def test_keep_going_finishes_the_other_items_and_reports_every_failure(backend, method, items, fault_env):
     done = run_cli(*exec_args(items, "RAISE_ON_SEVEN", backend, method, "--set", "items=[1, 7, 3, 7, 5]",
                               "--chunksize", "1", "--keep-going"), timeout=120, env=fault_env)
@@ -348,7 +360,10 @@ def test_fail_fast_cancels_long_pending_items_quickly(backend, method, items, fa
 
 # -- 2. SystemExit or a custom BaseException in an item --------------------------------------------
 
-@pytest.mark.parametrize(("backend", "method"), matrix(skip=HEAVY))
+# Every back-end runs items through the core's run_batch / run_pickled_batch, whose `except BaseException`
+# makes any exception an item's failure, and the kit checks SystemExit on each (test_system_exit_in_an_
+# item_is_a_task_failure); asyncio awaits items in a loop of its own, kept here with the two others.
+@pytest.mark.parametrize(("backend", "method"), matrix(**ONE_PER_WAY_ITEMS_RUN))
 @pytest.mark.parametrize(("task", "kind", "index"), [("EXIT", "SystemExit", 3), ("RAISE_BASE", "Escape", 2)])
 def test_system_exit_and_base_exception_in_an_item_are_task_failures(backend, method, task, kind, index,
                                                                       items, fault_env):

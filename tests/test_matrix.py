@@ -28,6 +28,10 @@ experiments:
     workers: [1, 2]
 """
 
+# The same matrix with waits too short to matter: for the tests that need no run long enough to be
+# killed between two records (only the SIGKILL test does).
+QUICK_BATCH = BATCH.replace("seconds: 0.15", "seconds: 0.01")
+
 
 def write(tmp_path: Path, text: str = BATCH) -> Path:
     path = tmp_path / "batch.yaml"
@@ -78,7 +82,7 @@ def check_planned_and_extra(final: list[dict], cells: int = 3) -> None:
 
 
 def test_a_torn_last_line_is_dropped_and_rerun(tmp_path):
-    config, out = write(tmp_path), tmp_path / "out"
+    config, out = write(tmp_path, QUICK_BATCH), tmp_path / "out"
     runners.run_matrix(config, out=out, show_progress=False)
     lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
     (out / "results.jsonl").write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
@@ -92,7 +96,7 @@ def test_a_torn_last_line_is_dropped_and_rerun(tmp_path):
 
 
 def test_a_run_resumed_an_hour_later_is_paired_with_a_baseline_run_beside_it(tmp_path):
-    one_pair = BATCH.replace("workers: [1, 2]", "workers: [2]")
+    one_pair = QUICK_BATCH.replace("workers: [1, 2]", "workers: [2]")
     config, out = write(tmp_path, one_pair), tmp_path / "out"
     runners.run_matrix(config, out=out, show_progress=False)
     kept = [r for r in records(out) if not (r["backend"] == "threads" and r["repeat"] == 1)]
@@ -170,6 +174,7 @@ def test_quick_titles_and_params_state_the_sizes_that_run():
     assert full.experiments[0]["title"] == "1. Monte Carlo pi, 50,000,000 samples"
 
 
+@pytest.mark.slow  # a minute: Ray, Dask and MPI start for pi; the pieces run fast below and in test_report
 def test_quick_seed_tables_batch_through_the_cli(tmp_path):
     out = tmp_path / "seed"
     began = time.monotonic()
@@ -191,6 +196,22 @@ def test_quick_seed_tables_batch_through_the_cli(tmp_path):
     assert (out / "plots" / "speedup-pi.png").exists() and (out / "plots" / "ipc-ipc.png").exists()
     assert "Run order: runs are ordered in rounds" in done.stdout and "2-process headroom" in done.stdout
     print(f"quick profile: {took:.1f} s")
+
+
+@pytest.mark.parametrize(("task", "params"), [
+    ("ipc", {"messages": 50, "volume_mb": 2}),
+    ("gil", {"increments": 20_000}),
+    ("burn", {"n": 4, "work": 2_000}),
+])
+def test_the_seed_tables_measurement_tasks_run_and_pass_their_checks(task, params):
+    """The tasks only the seed-tables batch runs, at a size for the day-to-day loop (the batch itself,
+    with its clusters, is a slow test): each task's own check is the independent truth."""
+    record = runners.run(task, params=params)
+    assert record.check.ok, record.check
+    if task == "burn":
+        assert record.result == 4 * sum(i * i for i in range(2_000))
+    else:
+        assert record.items == len(record.result) >= 2
 
 
 def test_unsafe_batch_name_and_unwritable_output_are_clear_errors(tmp_path):
@@ -287,7 +308,7 @@ def test_distributed_back_ends_get_windows_of_their_own_with_the_baseline_beside
 
 
 def test_fresh_starts_over_and_keeps_nothing_of_the_earlier_results(tmp_path):
-    config, out = write(tmp_path), tmp_path / "out"
+    config, out = write(tmp_path, QUICK_BATCH), tmp_path / "out"
     runners.run_matrix(config, out=out, show_progress=False)
     runners.make_report(out)
     (out / "mine.txt").write_text("a user's file is not the batch's to remove")

@@ -26,13 +26,16 @@ experiments:
     backends: [serial]
 """
 
-MANY = """
+# 20 runs of about 1.1 KB each (10 rounds, each with its headroom measured): the disk and the size
+# limits below hold about half of them, so the batch fails part-way through, with margins both ways.
+MANY_REPEATS = 10
+MANY = f"""
 name: many
-repeats: 30
+repeats: {MANY_REPEATS}
 experiments:
   - name: quick
     task: iowait
-    params: {n: 2, seconds: 0}
+    params: {{n: 2, seconds: 0}}
     backends: [serial, threads]
     workers: [2]
 """
@@ -78,7 +81,7 @@ def test_a_second_batch_on_a_folder_in_use_exits_2_at_once_naming_the_holder(tmp
 
 
 def test_report_on_a_results_file_damaged_in_the_middle_names_file_and_line(tmp_path):
-    config, out = write(tmp_path, MANY.replace("repeats: 30", "repeats: 2")), tmp_path / "out"
+    config, out = write(tmp_path, MANY.replace(f"repeats: {MANY_REPEATS}", "repeats: 2")), tmp_path / "out"
     assert run_cli("batch", str(config), "--out", str(out), "--no-report").returncode == 0
     store = out / "results.jsonl"
     text = store.read_text().splitlines(keepends=True)
@@ -107,11 +110,12 @@ def check_full_then_rerun(first: subprocess.CompletedProcess, kept: list[dict], 
     last = first.stderr.strip().splitlines()[-1]
     assert "results.jsonl" in last and "run the same command again" in last, last
     assert "Traceback" not in first.stderr
-    assert 0 < len(kept) < 60  # some records were written whole before the disk filled, not all
+    runs = 2 * MANY_REPEATS
+    assert 0 < len(kept) < runs  # some records were written whole before the disk filled, not all
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    planned = [r for r in final if r["repeat"] < 30]
-    assert len(planned) == 60 and len({(r["cell"], r["repeat"]) for r in final}) == len(final)
-    assert all(r["backend"] == "serial" for r in final if r["repeat"] >= 30)  # a baseline beside resumed runs
+    planned = [r for r in final if r["repeat"] < MANY_REPEATS]
+    assert len(planned) == runs and len({(r["cell"], r["repeat"]) for r in final}) == len(final)
+    assert all(r["backend"] == "serial" for r in final if r["repeat"] >= MANY_REPEATS)  # beside resumed runs
     assert final[:len(kept)] == kept  # every finished record kept as it was
     assert all(r["check"]["ok"] for r in final)
 
@@ -123,10 +127,11 @@ def test_a_full_disk_keeps_every_finished_record_exits_1_in_one_line_and_the_rer
     mount.mkdir()
     copies.mkdir()
     python = f"{sys.executable} -m runners batch {config} --out {mount}/out --no-report"
-    # A private mount namespace: the small tmpfs exists for this script only and vanishes with it.
+    # A private mount namespace: the small tmpfs exists for this script only and vanishes with it. Five
+    # pages: the lock, batch.json, and about three of records.
     script = f"""
 set -u
-mount -t tmpfs -o size=48k tmpfs {mount}
+mount -t tmpfs -o size=20k tmpfs {mount}
 cd {ROOT}
 {python} > {copies}/out1 2> {copies}/err1; echo $? > {copies}/rc1
 cp {mount}/out/results.jsonl {copies}/kept.jsonl
@@ -148,9 +153,9 @@ cp {mount}/out/results.jsonl {copies}/final.jsonl
 def test_a_file_size_limit_mid_batch_keeps_every_finished_record_and_the_rerun_completes(tmp_path):
     config, out = write(tmp_path, MANY), tmp_path / "out"
 
-    def limited() -> None:  # in the child: writes past 40 KB fail with EFBIG instead of killing it
+    def limited() -> None:  # in the child: writes past 12 KB fail with EFBIG instead of killing it
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, 12_000))
 
     command = [sys.executable, "-m", "runners", "batch", str(config), "--out", str(out), "--no-report"]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=limited)

@@ -198,13 +198,13 @@ class BackendSuite:
         assert self.run_shared(started, "pi", params=SMALL["pi"], seed=7).result != serial_results["pi"]
 
     def test_item_exception_keeps_type_message_traceback_and_item(self, started):
-        with pytest.raises(TaskError) as caught:
+        with pytest.raises(TaskError) as caught:  # descending: item 7 is at index 12, told apart
             self.run_shared(started, testing.map_task(testing.raise_on_seven), chunksize=3,
-                            params={"items": list(range(20))})
+                            params={"items": list(range(19, -1, -1))})
         error = caught.value
         assert isinstance(error.exception, ValueError) and str(error.exception) == "item 7 is unlucky"
-        assert error.index == 7 and error.item == 7
-        assert "raise_on_seven" in error.remote_traceback and "item 7" in str(error)
+        assert error.index == 12 and error.item == 7
+        assert "raise_on_seven" in error.remote_traceback and "item 12 (7)" in str(error)
 
     def test_unpicklable_exception_still_reports_its_type_and_message(self, started):
         with pytest.raises(TaskError) as caught:
