@@ -80,7 +80,9 @@ def test_an_mpi_job_of_another_process_tree_is_not_blamed_and_one_of_this_test_i
         no_leftovers.sample()
         assert not any(no_leftovers.owns(name) for name in theirs)
         # and a job of this test's own, through the CLI, is seen with its run's tag
-        done = run_cli("exec", "tiny", "--backend", "mpi", "--workers", "2", timeout=120)
+        # (its ranks live a second at least: the witness samples every 0.2 s, late under load)
+        done = run_cli("exec", "iowait", "--backend", "mpi", "--workers", "2", "--set", "n=4",
+                       "--set", "seconds=0.5", timeout=120)
         assert done.returncode == 0, done.stderr
         mine = no_leftovers.segments_of(done.tag)
         assert mine and all(no_leftovers.owns(name) for name in mine)
