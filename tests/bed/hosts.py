@@ -33,6 +33,9 @@ STOP_SECONDS = 5  # SIGTERM to SIGKILL when a host's processes are ended
 INIT = Path(__file__).with_name("host_init.py")
 RSH = Path(__file__).with_name("rsh.py")
 STALE = re.compile(r"rbed-(\d+)-[0-9a-f]+(-\w+)?$")  # rbed-PID-TOKEN[-HOST]: namespaces and folders
+# Hydra writes a host's topology here for its ranks and removes it at a normal exit. The bed's hosts share
+# this machine's /tmp: a host the bed kills leaves its file here, where a real dead host keeps its own.
+HYDRA_TOPOLOGY = re.compile(r"/tmp/hydra_hwloc_xmlfile_\w+")
 
 
 class BedUnavailable(Exception):
@@ -105,6 +108,32 @@ def end_processes(pids: Iterable[int], grace: float | None = STOP_SECONDS) -> li
         if not pids:
             break
     return sorted(pids)
+
+
+def end_host_processes(pids: list[int], grace: float | None) -> list[int]:
+    """`end_processes`, then remove the hydra topology files (see HYDRA_TOPOLOGY) that those processes
+    held open or were to remove (an MPI sweeper's arguments): what a killed host's processes leave on
+    the machine is the bed's to remove."""
+    left = set()
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        left.update(word for argument in command for word in argument.split(",")
+                    if HYDRA_TOPOLOGY.fullmatch(word))
+        for descriptor in descriptors:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+            except OSError:
+                continue
+            if HYDRA_TOPOLOGY.fullmatch(target):
+                left.add(target)
+    survivors = end_processes(pids, grace)
+    for path in left:
+        Path(path).unlink(missing_ok=True)
+    return survivors
 
 
 def sweep_stale() -> None:
@@ -267,13 +296,13 @@ class Bed:
 
     def stop(self, name: str, grace: float = STOP_SECONDS) -> list[int]:
         """End every process on host `name` by PID; return those that would not die."""
-        return end_processes(self.processes(name), grace)
+        return end_host_processes(self.processes(name), grace)
 
     def crash(self, name: str) -> None:
         """The host's processes all die at once (SIGKILL): its sockets close, its peers are told.
         No SIGTERM first: Ray's workers turn one into SystemExit inside the running item, a clean
         exit that is not a lost node."""
-        end_processes(self.processes(name), grace=None)
+        end_host_processes(self.processes(name), grace=None)
 
     def cut(self, name: str) -> None:
         """Pull the host's cable: its packets are dropped, its peers are told nothing."""
@@ -285,7 +314,7 @@ class Bed:
     def close(self) -> None:
         """End every process on the bed by PID and delete its namespaces, bridge and folder."""
         everything = [pid for name in self.hosts for pid in self.processes(name)]
-        survivors = end_processes(everything, grace=1)  # all hosts at once: the bed is disposable
+        survivors = end_host_processes(everything, grace=1)  # all hosts at once: the bed is disposable
         # Then each host's process 1, and with it (by the kernel) anything started meanwhile.
         survivors += end_processes([host.init for host in self.hosts.values()], grace=0)
         if self._lifeline is not None:
