@@ -43,7 +43,8 @@ def mapped(pid: int | str) -> set[str]:
 
 
 def topology_files(proxy: int) -> list[str]:
-    """The topology files that process `proxy` (a rank's parent: hydra's proxy) holds open."""
+    """The topology files that process `proxy` (a rank's parent: hydra's proxy) holds open (also used
+    by the tests' three-host bed, for the hosts it kills)."""
     found = []
     try:
         descriptors = os.listdir(f"/proc/{proxy}/fd")

@@ -114,22 +114,19 @@ def end_host_processes(pids: list[int], grace: float | None) -> list[int]:
     """`end_processes`, then remove the hydra topology files (see HYDRA_TOPOLOGY) that those processes
     held open or were to remove (an MPI sweeper's arguments): what a killed host's processes leave on
     the machine is the bed's to remove."""
+    try:
+        from runners_mpi._sweeper import topology_files
+    except ImportError:  # no mpi back-end: no hydra either
+        return end_processes(pids, grace)
     left = set()
     for pid in pids:
         try:
             command = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-            descriptors = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             continue
         left.update(word for argument in command for word in argument.split(",")
                     if HYDRA_TOPOLOGY.fullmatch(word))
-        for descriptor in descriptors:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
-            except OSError:
-                continue
-            if HYDRA_TOPOLOGY.fullmatch(target):
-                left.add(target)
+        left.update(topology_files(pid))
     survivors = end_processes(pids, grace)
     for path in left:
         Path(path).unlink(missing_ok=True)
