@@ -202,7 +202,7 @@ class DaskTasks(Handles[Any]):
     by its done callback: dask's own waits need a default client)."""
 
     def __init__(self, client: Any, run_id: str, travels: bool, ship: Callable[[Any], None] | None,
-                 removals: WorkerRemovals | None = None) -> None:
+                 removals: WorkerRemovals) -> None:
         super().__init__("dask")
         self.client, self.run_id, self.travels, self.ship = client, run_id, travels, ship
         self.removals = removals
@@ -221,7 +221,7 @@ class DaskTasks(Handles[Any]):
         return future
 
     def wait(self, handles: list[Any], timeout: float) -> Iterable[Any]:
-        lost = self.removals.take_back(handles, self._lost) if self.removals else []
+        lost = self.removals.take_back(handles, self._lost)
         try:
             done = [self._finished.get(timeout=0 if lost else timeout)]
         except queue.Empty:
@@ -243,7 +243,7 @@ class DaskTasks(Handles[Any]):
             return transport_failure(batch, exc, "dask")  # items raise inside the task: this is travel
         # KilledWorker names the worker; a batch whose result died with its worker before the driver
         # fetched it ('lost') does not, and the scheduler's removal event does.
-        worker = self.removals.worker_of(handle.key) if self.removals else None
+        worker = self.removals.worker_of(handle.key)
         if isinstance(exc, KilledWorker):
             worker = getattr(exc.last_worker, "address", exc.last_worker)
         if worker is not None:

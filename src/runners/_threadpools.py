@@ -7,8 +7,9 @@ already started with a thread per core, and limiting them there hid two costs (b
 - finding them: importing threadpoolctl and scanning every loaded library took ~10 ms of CPU in each
   new worker. The driver does it once, and forked workers reuse it while they map the same libraries.
 - limiting them: `openblas_set_num_threads` in a forked child starts an OpenBLAS thread there that spins
-  for ~0.1 s of CPU, on the cores the work needs. So the driver limits its own runtimes for the moment
-  of each fork and restores them after it: the child inherits one thread and has nothing to set.
+  for ~0.1 s of CPU, on the cores the work needs. So the driver runs one thread of each runtime itself
+  while its forking back-end is started (`before_forking_workers`) and restores them at shut-down: the
+  child inherits one thread and has nothing to set.
 """
 
 from __future__ import annotations

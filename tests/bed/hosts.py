@@ -33,9 +33,6 @@ STOP_SECONDS = 5  # SIGTERM to SIGKILL when a host's processes are ended
 INIT = Path(__file__).with_name("host_init.py")
 RSH = Path(__file__).with_name("rsh.py")
 STALE = re.compile(r"rbed-(\d+)-[0-9a-f]+(-\w+)?$")  # rbed-PID-TOKEN[-HOST]: namespaces and folders
-# Hydra writes a host's topology here for its ranks and removes it at a normal exit. The bed's hosts share
-# this machine's /tmp: a host the bed kills leaves its file here, where a real dead host keeps its own.
-HYDRA_TOPOLOGY = re.compile(r"/tmp/hydra_hwloc_xmlfile_\w+")
 
 
 class BedUnavailable(Exception):
@@ -111,11 +108,12 @@ def end_processes(pids: Iterable[int], grace: float | None = STOP_SECONDS) -> li
 
 
 def end_host_processes(pids: list[int], grace: float | None) -> list[int]:
-    """`end_processes`, then remove the hydra topology files (see HYDRA_TOPOLOGY) that those processes
-    held open or were to remove (an MPI sweeper's arguments): what a killed host's processes leave on
-    the machine is the bed's to remove."""
+    """`end_processes`, then remove the hydra topology files (/tmp/hydra_hwloc_xmlfile_*) that those
+    processes held open or were to remove (an MPI sweeper's arguments). Hydra removes its file at a
+    normal exit; the bed's hosts share this machine's /tmp, so what a host the bed kills leaves there is
+    the bed's to remove (a real dead host keeps its own)."""
     try:
-        from runners_mpi._sweeper import topology_files
+        from runners_mpi._sweeper import TOPOLOGY_FILE, topology_files
     except ImportError:  # no mpi back-end: no hydra either
         return end_processes(pids, grace)
     left = set()
@@ -125,7 +123,7 @@ def end_host_processes(pids: list[int], grace: float | None) -> list[int]:
         except OSError:
             continue
         left.update(word for argument in command for word in argument.split(",")
-                    if HYDRA_TOPOLOGY.fullmatch(word))
+                    if TOPOLOGY_FILE.fullmatch(word))
         left.update(topology_files(pid))
     survivors = end_processes(pids, grace)
     for path in left:
