@@ -205,6 +205,36 @@ def test_a_private_instance_listens_only_on_loopback_and_stops_with_the_run():
                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
 
 
+# A private instance whose node never comes up (Ray gives a raylet 30 s to register; a loaded machine
+# has taken longer): the fault is injected by wrapping Ray's own start of the node's processes.
+FAILED_START = textwrap.dedent("""
+    import json, os, tempfile, psutil, runners
+    import ray._private.node as node
+    start = node.Node.start_ray_processes
+    def started_then_timed_out(self, *args, **kwargs):
+        start(self, *args, **kwargs)
+        raise Exception("The current node timed out during startup (injected)")
+    node.Node.start_ray_processes = started_then_timed_out
+    try:
+        runners.run("pi", backend="ray", workers=1, params={"samples": 1000, "item_samples": 500})
+    except runners.RunnersError as exc:
+        error = str(exc)
+    left = [" ".join(p.cmdline())[:200] for p in psutil.Process().children(recursive=True)]
+    folders = [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("runners-ray-")]
+    print(json.dumps({"error": error, "left": left, "folders": folders}))
+""")
+
+
+def test_a_private_instance_that_fails_to_start_leaves_no_process_or_folder():
+    # ray.shutdown() cannot stop an instance whose start failed: runners ends its processes itself,
+    # before the run's error reaches the user (their interpreter may run for hours more).
+    done = subprocess.run([sys.executable, "-c", FAILED_START], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["error"].startswith("ray: could not start a local Ray instance: The current node timed out")
+    assert seen["left"] == [] and seen["folders"] == [], seen
+
+
 def _listening(proc: psutil.Process) -> list:
     try:
         return [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]

@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -167,6 +167,7 @@ class RayBackend(Backend):
                          **private_instance(self.options.bind, temp, PRIVATE_INLINE_BYTES), **quiet)
             self.max_batch_bytes = PRIVATE_BATCH_BYTES
         except Exception as exc:  # noqa: BLE001 - a failed start is one error to the user, whatever Ray raised
+            _end_processes_naming(temp)
             raise RunnersError(f"ray: could not start a local Ray instance: {exc}") from exc
 
     def _join(self, ray: ModuleType, address: str, quiet: dict[str, Any]) -> None:
@@ -231,6 +232,30 @@ class RayTasks(Handles[Any]):
     def cancel(self, handles: list[Any]) -> None:
         for ref in handles:
             self.ray.cancel(ref, force=True)  # a joined cluster must not keep running abandoned work
+
+
+def _end_processes_naming(folder: str, grace: float = 5.0) -> None:
+    """End what a failed ray.init started (its GCS, raylet, monitors: Ray waits 30 s for a raylet that
+    a loaded machine starts slowly). ray.shutdown() stops only an instance that came up, and these would
+    live until this interpreter exits. Every one of them names the instance's folder on its command
+    line, which tells them apart from anything else this process started."""
+    import psutil
+
+    def names_it(process: psutil.Process) -> bool:
+        try:
+            return any(folder in arg for arg in process.cmdline())
+        except psutil.Error:
+            return False
+
+    started = [p for p in psutil.Process().children(recursive=True) if names_it(p)]
+    for process in started:
+        with suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(started, timeout=grace)
+    for process in alive:
+        with suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def _version(text: str) -> tuple[int, ...]:
