@@ -38,6 +38,9 @@ SLOW_MODULES = {"test_faults", "test_ray", "test_dask", "test_mpi", "test_mpi_jo
 
 
 CLUSTERS = {"ray", "dask", "mpi"}  # a case on one of these starts it: seconds each, more under load
+# Modules whose cases share one started cluster (a module fixture): `pytest -n N` (pyproject's
+# --dist loadgroup) keeps each on one worker, so the cluster starts once, not once per worker.
+SHARED_CLUSTER_MODULES = {"test_ray", "test_dask"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,9 +48,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = getattr(item, "callspec", None)
         on_a_cluster = params is not None and any(
             isinstance(value, str) and value in CLUSTERS for value in params.params.values())
-        slow_module = item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES
-        if slow_module or on_a_cluster:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
+        if module in SLOW_MODULES or on_a_cluster:
             item.add_marker(pytest.mark.slow)
+        if (group := _shared_start(item, module)) is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _shared_start(item: pytest.Item, module: str) -> str | None:
+    """The group of cases that share a started back-end, cluster or test bed with this one, if any."""
+    if "bed" in item.nodeid.split("::")[0].split("/")[:-1]:
+        return "bed"  # one three-host bed per session (tests/bed/conftest.py), for all its modules
+    if module in SHARED_CLUSTER_MODULES:
+        return module
+    if item.cls is not None and issubclass(item.cls, BackendSuite):
+        return item.cls.__name__  # the kit's class fixture starts its back-end once for the class
+    return None
 
 
 def installed_backends() -> list[str]:

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -57,13 +56,6 @@ def stdlib_python() -> str:
     return str(python)
 
 
-# CPython's cases mostly wait (sleeps and timeouts of 0.5-6 s: ~23 s a back-end, under a second of
-# CPU on the in-process ones), so the back-ends' runs overlap, a few at a time, the slowest to start
-# first; each run is its own interpreter with its own executors, as when run one after another.
-AT_ONCE = 3
-FIRST = ("mpi", "joblib", "ray", "dask")  # a pool, mpiexec or cluster per run or per case: the longest
-
-
 def _check(backend: str, done: subprocess.CompletedProcess) -> str | None:
     """What is wrong with one back-end's run, or None."""
     summary = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
@@ -79,41 +71,14 @@ def _check(backend: str, done: subprocess.CompletedProcess) -> str | None:
     return None
 
 
-def _run_overlapping(python: str, backends: list[str]) -> dict[str, subprocess.CompletedProcess]:
-    """Each back-end's run of tests/stdlib_futures.py, AT_ONCE at a time; every run is ended by the
-    time this returns (killed by pid past its 600 s, or if this is interrupted)."""
-    waiting = sorted(backends, key=lambda b: b not in FIRST)
-    running: dict[str, tuple[subprocess.Popen, float]] = {}
-    done: dict[str, subprocess.CompletedProcess] = {}
-    try:
-        while waiting or running:
-            while waiting and len(running) < AT_ONCE:
-                backend = waiting.pop(0)
-                proc = subprocess.Popen([python, str(ROOT / "tests" / "stdlib_futures.py"), backend],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-                running[backend] = (proc, time.monotonic())
-            for backend, (proc, began) in list(running.items()):
-                try:  # the pipes are read to the end: a run's output never blocks it
-                    out, err = proc.communicate(timeout=0.5 / len(running))
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() - began < 600:
-                        continue
-                    proc.kill()
-                    out, err = proc.communicate()
-                    err += "\n(killed: still running after 600 s)"
-                done[backend] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-                del running[backend]
-    finally:
-        for proc, _ in running.values():
-            proc.kill()
-            proc.communicate()
-    return done
-
-
+# One case per back-end: CPython's cases mostly wait (sleeps and timeouts of 0.5-6 s, ~23 s a
+# back-end), so `pytest -n N` overlaps the back-ends' runs. Each run is its own interpreter with its
+# own executors; subprocess.run kills it past its timeout.
 @pytest.mark.slow
 @pytest.mark.timeout(1500)  # also makes .venv-stdlib on first use (pip, minutes on a busy machine)
-def test_cpythons_executor_cases_pass_on_every_backend(stdlib_python):
-    backends = [b for b in installed_backends() if b not in ("asyncio", "auto")]
-    done = _run_overlapping(stdlib_python, backends)
-    wrong = [problem for backend in backends if (problem := _check(backend, done[backend])) is not None]
-    assert not wrong, "\n\n".join(wrong)
+@pytest.mark.parametrize("backend", [b for b in installed_backends() if b not in ("asyncio", "auto")])
+def test_cpythons_executor_cases_pass(backend, stdlib_python):
+    done = subprocess.run([stdlib_python, str(ROOT / "tests" / "stdlib_futures.py"), backend],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    problem = _check(backend, done)
+    assert problem is None, problem
