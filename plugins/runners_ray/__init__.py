@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
@@ -235,27 +236,30 @@ class RayTasks(Handles[Any]):
 
 
 def _end_processes_naming(folder: str, grace: float = 5.0) -> None:
-    """End what a failed ray.init started (its GCS, raylet, monitors: Ray waits 30 s for a raylet that
+    """End what a failed ray.init started (its GCS, raylet, agents: Ray waits 30 s for a raylet that
     a loaded machine starts slowly). ray.shutdown() stops only an instance that came up, and these would
-    live until this interpreter exits. Every one of them names the instance's folder on its command
-    line, which tells them apart from anything else this process started."""
+    live until this interpreter exits. Every one of them names the instance's folder, which is this
+    run's own, on its command line. Looked for among all processes, again until none is left: the
+    raylet may still be starting agents, which outlive it as orphans, writing into the folder."""
     import psutil
 
-    def names_it(process: psutil.Process) -> bool:
-        try:
-            return any(folder in arg for arg in process.cmdline())
-        except psutil.Error:
-            return False
+    def naming_it() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if any(folder in arg for arg in process.info["cmdline"] or ()) and process.pid != os.getpid():
+                found.append(process)
+        return found
 
-    started = [p for p in psutil.Process().children(recursive=True) if names_it(p)]
-    for process in started:
-        with suppress(psutil.Error):
-            process.terminate()
-    _, alive = psutil.wait_procs(started, timeout=grace)
-    for process in alive:
-        with suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=grace)
+    deadline = time.monotonic() + 4 * grace
+    while (started := naming_it()) and time.monotonic() < deadline:
+        for process in started:
+            with suppress(psutil.Error):
+                process.terminate()
+        _, alive = psutil.wait_procs(started, timeout=grace)
+        for process in alive:
+            with suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(alive, timeout=grace)
 
 
 def _version(text: str) -> tuple[int, ...]:
