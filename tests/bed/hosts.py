@@ -74,6 +74,16 @@ def _netns_pids(netns: str) -> list[int]:
         return []  # already gone
 
 
+def _delete_netns(name: str) -> None:
+    """Delete a namespace; one that is already gone is no error: another suite's bed, sweeping the
+    same stale beds at the same moment, may have deleted it first."""
+    try:
+        _run("ip", "netns", "delete", name)
+    except BedUnavailable:
+        if name in _netns_names():
+            raise
+
+
 def _netns_names() -> list[str]:
     return [line.split()[0] for line in _run("ip", "netns", "list").splitlines() if line.strip()]
 
@@ -137,7 +147,7 @@ def sweep_stale() -> None:
         match = STALE.match(name)
         if match and not _alive(int(match.group(1))):
             end_processes(_netns_pids(name), grace=0)
-            _run("ip", "netns", "delete", name)
+            _delete_netns(name)
     for folder in Path(tempfile.gettempdir()).glob("rbed-*"):
         match = STALE.match(folder.name)
         if match and not _alive(int(match.group(1))):
@@ -318,7 +328,7 @@ class Bed:
         for netns in [f"{self.prefix}-{name}" for name in self._names] + [self.switch]:
             survivors += end_processes(_netns_pids(netns), grace=0)
             if netns in _netns_names():
-                _run("ip", "netns", "delete", netns)
+                _delete_netns(netns)
         shutil.rmtree(self.folder, ignore_errors=True)
         if survivors:
             raise RuntimeError(f"the test bed could not end processes {survivors}")
