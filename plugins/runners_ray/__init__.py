@@ -59,8 +59,8 @@ class RayOptions:
     max_retries: int = param(0, min=0, help="Ray's own reruns of a batch whose worker died "
                                             "(0: leave retries to runners' `retries` policy)")
     object_store_mb: int = param(100, min=OBJECT_STORE_MIN_MB, help="object store of a private instance, MiB")
-    ship_code: bool = param(True, help="when joining a cluster, send the task's module if it is not "
-                                       "an installed package (runtime_env py_modules)")
+    ship_code: bool = param(True, help="when joining a cluster, send the task's file and the files and "
+                                       "packages it imports that are not installed (runtime_env py_modules)")
     runtime_env: dict[str, Any] | None = param(
         None, help="a Ray runtime_env for the tasks (pip, env_vars, working_dir...)")
     temp_dir: str | None = param(
