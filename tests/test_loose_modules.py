@@ -70,11 +70,18 @@ def test_installed_modules_and_the_script_are_not_found():
     assert main is None or Path(main).resolve() not in found
 
 
-def test_a_module_stops_being_loose_once_its_folder_is_installed(tmp_path, names, monkeypatch):
+def test_a_module_a_distribution_declares_is_not_found_wherever_its_file_is(tmp_path, names, monkeypatch):
+    # As setuptools' editable installs leave it: the file stays in the project, no .pth folder shows it,
+    # and the distribution's top_level.txt names it.
     task = names[0]
-    (tmp_path / f"{task}.py").write_text("X = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / f"{task}.py").write_text("X = 1\n")
+    info = tmp_path / "site" / f"{task}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {task}\nVersion: 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "project"))
     importlib.import_module(task)
-    assert tmp_path.resolve() / f"{task}.py" in loose_modules()
-    monkeypatch.setattr("runners._loose.installed_folders", lambda: {tmp_path.resolve()})
-    assert tmp_path.resolve() / f"{task}.py" not in loose_modules()
+    assert tmp_path.resolve() / "project" / f"{task}.py" in loose_modules()
+    (info / "top_level.txt").write_text(f"{task}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))  # where importlib.metadata finds distributions
+    assert tmp_path.resolve() / "project" / f"{task}.py" not in loose_modules()

@@ -29,15 +29,13 @@ def loose_modules() -> list[Path]:
     already there.
     """
     library = installed_folders()
-    distributed = set(importlib.metadata.packages_distributions())
-    found: list[Path] = []
+    found: dict[Path, str] = {}
     for name, module in list(sys.modules.items()):
-        if "." in name or name == "__main__" or name in distributed:
-            continue
-        path = _source(module)
-        if path is not None and path not in found and not any(path.is_relative_to(f) for f in library):
-            found.append(path)
-    return found
+        path = _source(module) if "." not in name and name != "__main__" else None
+        if path is not None and not any(path.is_relative_to(folder) for folder in library):
+            found.setdefault(path, name)
+    declared = _declared_top_levels() if found else set()
+    return [path for path, name in found.items() if name not in declared]
 
 
 def installed_folders() -> set[Path]:
@@ -52,6 +50,16 @@ def installed_folders() -> set[Path]:
         folders |= {(pth.parent / line).resolve() for line in lines if line.strip() and
                     not line.startswith(("#", "import ", "import\t")) and (pth.parent / line).is_dir()}
     return folders
+
+
+def _declared_top_levels() -> set[str]:
+    """The top-level names installed distributions declare: how an install whose files stay where they
+    are, and no `.pth` folder shows (setuptools' editable finder), is told apart. (Only the declared
+    names: `packages_distributions` reads every distribution's file list, most of a second.)"""
+    names: set[str] = set()
+    for distribution in importlib.metadata.distributions():
+        names.update((distribution.read_text("top_level.txt") or "").split())
+    return names
 
 
 def _source(module: ModuleType) -> Path | None:
