@@ -46,8 +46,8 @@ def installed_folders() -> set[Path]:
         sites.add(Path(site.getusersitepackages()).resolve())
     folders = {Path(sysconfig.get_path(key)).resolve() for key in ("stdlib", "platstdlib")} | sites
     for pth in (file for folder in sites for file in sorted(folder.glob("*.pth"))):
-        lines = pth.read_text(errors="replace").splitlines()
-        folders |= {(pth.parent / line).resolve() for line in lines if line.strip() and
+        lines = [line.rstrip() for line in pth.read_text(errors="replace").splitlines()]
+        folders |= {(pth.parent / line).resolve() for line in lines if line and
                     not line.startswith(("#", "import ", "import\t")) and (pth.parent / line).is_dir()}
     return folders
 
