@@ -37,7 +37,7 @@ from runners.backend import (
 )
 
 from ._schemes import WORKER_ENVIRONMENT
-from ._ship import loose_modules
+from ._ship import loose_sources
 
 ADDRESS = "RUNNERS_MPI_ADDRESS"
 AUTHKEY = "RUNNERS_MPI_AUTHKEY"
@@ -86,7 +86,7 @@ class Relay(Handles[int]):
         deadline = time.monotonic() + CONNECT_SECONDS
         try:
             self.conn = self._accept(server, authkey, deadline)
-            self.conn.send(loose_modules())  # for every rank, at its start-up
+            self.conn.send(loose_sources())  # for every rank, at its start-up
             while not self.conn.poll(0.2):
                 self._starting(deadline)
             self.conn.recv()  # ("ready",): every rank has started
