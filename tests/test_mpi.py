@@ -18,6 +18,7 @@ import pytest
 
 import runners
 from runners import testing
+from runners._batcher import MIN_ROUNDS
 from tests.conftest import run_cli
 
 pytest.importorskip("mpi4py")
@@ -128,6 +129,21 @@ def test_master_worker_scheme_in_process_equals_serial(task):
     record = runners.run(task, backend="mpi", workers=2, params=params, options={"scheme": "master-worker"})
     assert record.result == runners.run(task, params=params).result
     assert record.check.ok
+
+
+def test_spmd_gets_a_few_whole_rounds_of_equal_batches_and_the_serial_result():
+    # spmd deals one batch per rank per round, each round as long as its slowest batch: its batches
+    # come back a round at a time, alike within each, in a few rounds (not a pool's shrinking tail).
+    n = 400_000
+    sizes: list[int] = []
+    record = runners.run("tiny", backend="mpi", workers=2, params={"n": n}, progress=sizes.append)
+    assert record.result == runners.run("tiny", params={"n": n}).result
+    first_wave = sizes.index(next(size for size in sizes if size > 1))
+    assert 1 <= first_wave <= 4, sizes  # one item each, sent two rounds ahead at most
+    measured = sizes[first_wave:]
+    rounds = [measured[i:i + 2] for i in range(0, len(measured), 2)]
+    assert all(len(set(r)) == 1 for r in rounds[:-1]) and rounds[-1][0] >= rounds[-1][-1], sizes
+    assert len(rounds) <= MIN_ROUNDS + 1, sizes  # + 1: a cold first measure may bound one
 
 
 def test_master_worker_item_failure_in_process_keeps_type_item_and_traceback():
