@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/batch_trace.py [--backend mpi] [--task tiny] [--runs 3]
 
 For each batch: its size, when the engine handed it over and got its result back (ms since the run
-began), its compute seconds in the worker and the pid that ran it. With `--rounds N` (a back-end
-that deals batches N at a time, in order, as mpi's spmd does one per rank), batches are grouped into
-those rounds: each round's largest and smallest compute, and the time from its first hand-over to
-its last result. The last run of each side is printed (the first ones warm the workers).
+began), its compute seconds in the worker and the pid that ran it. For a back-end that runs batches
+in rounds (`runs_in_rounds`: mpi's spmd, one batch per rank, in order; or `--rounds N`), batches are
+grouped into those rounds: each round's items, its largest and smallest compute, when its last result
+came back and how long after the round before; automatic sizing is then also shown as it would be
+for a pool (`runs_in_rounds` off). The last run of each side is printed (the first ones warm up).
 """
 
 from __future__ import annotations
