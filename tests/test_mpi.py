@@ -20,6 +20,7 @@ import pytest
 
 import runners
 from runners import testing
+from runners._batcher import MIN_ROUNDS
 from tests.conftest import run_cli
 
 pytest.importorskip("mpi4py")
@@ -130,6 +131,22 @@ def test_master_worker_scheme_in_process_equals_serial(task):
     record = runners.run(task, backend="mpi", workers=2, params=params, options={"scheme": "master-worker"})
     assert record.result == runners.run(task, params=params).result
     assert record.check.ok
+
+
+def test_spmd_gets_a_few_whole_rounds_of_equal_batches_and_the_serial_result():
+    # spmd deals one batch per rank per round, each round as long as its slowest batch: its batches
+    # come back a round at a time, alike within each, in a few rounds (not a pool's shrinking tail).
+    n = 400_000
+    sizes: list[int] = []
+    record = runners.run("tiny", backend="mpi", workers=2, params={"n": n}, progress=sizes.append)
+    assert record.result == runners.run("tiny", params={"n": n}).result
+    # One round of one-item batches, and the next sized from it (not a second round sent before any
+    # result was back, of one item each again)
+    assert sizes[:2] == [1, 1] and sizes[2] > 1, sizes
+    measured = sizes[2:]
+    rounds = [measured[i:i + 2] for i in range(0, len(measured), 2)]
+    assert all(len(set(r)) == 1 for r in rounds[:-1]) and rounds[-1][0] >= rounds[-1][-1], sizes
+    assert len(rounds) <= MIN_ROUNDS + 1, sizes  # + 1: a cold first measure may bound one
 
 
 def test_master_worker_item_failure_in_process_keeps_type_item_and_traceback():
