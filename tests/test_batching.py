@@ -14,7 +14,7 @@ from runners_tasks.tiny import add_one
 import runners
 from runners import Task, Verdict, param, testing
 from runners._backend import packed as packed_values
-from runners._batcher import MAX_BATCH_BYTES, Batcher
+from runners._batcher import MAX_BATCH_BYTES, MIN_ROUNDS, Batcher
 from runners.backend import Batch, PackedValues
 from tests.conftest import installed_backends
 
@@ -246,3 +246,67 @@ def test_the_item_cost_follows_large_batches_not_the_first_slow_item():
     sizes = batch_sizes_on(0.0, 400_000)
     assert sizes[0] == 1
     assert max(sizes[:5]) >= 1_000, sizes
+
+
+def test_a_packed_value_is_sized_without_its_pickle_framing():
+    # One small int pickled alone is 17 bytes, 8,192 of them ~3 bytes each: after a one-item batch
+    # the next may hold as many as after a large one, not 6x fewer.
+    def most_after(values: list[int]) -> int:
+        batcher = Batcher(range(10**7), add_one, workers=2, chunksize=None)
+        batcher.observe(runners.backend.BatchResult(0, packed_values(values), seconds=1e-3), 2e-3)
+        return batcher._most()
+
+    one, many = most_after([5]), most_after(list(range(8192)))
+    assert many / 2 <= one <= 2 * many, (one, many)
+
+
+class RoundsBackend(runners.backend.Backend):
+    """Runs batches here in rounds, as mpi's spmd scheme does: `workers` batches taken at a time, and
+    the next round taken only once every result of this one is out. Records the sizes of each round."""
+
+    name = "rounds"
+    shares_memory = True
+
+    def start(self) -> None:
+        self.runs_in_rounds = True
+        self.rounds: list[list[int]] = []
+
+    def run(self, batches: Iterator[Batch]) -> Iterator[runners.backend.BatchResult]:
+        batches = iter(batches)
+        while round_ := [batch for _, batch in zip(range(self.workers), batches, strict=False)]:
+            self.rounds.append([len(batch.items) for batch in round_])
+            for batch in round_:
+                yield runners.backend.run_batch(batch, pack=True)  # values as a process back-end's
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_back_end_that_runs_in_rounds_gets_a_few_whole_rounds_of_equal_batches(workers):
+    n = 1_000_003
+    with RoundsBackend(None, workers) as started:
+        job = runners.plan(runners.Job(task="tiny", params={"n": n}))
+        record = runners.run_on(started, job)
+    assert record.result == runners.run("tiny", params={"n": n}).result
+    first, *measured = started.rounds
+    assert first == [1] * workers  # nothing measured yet: one item each, as on every back-end
+    # Every round's batches alike (the last batch of the run may be short), and the items in at most
+    # MIN_ROUNDS rounds after the first, as the rule of thumb len // (workers * 4) cuts them ...
+    for round_ in measured[:-1]:
+        assert len(set(round_)) == 1 and len(round_) == workers, started.rounds
+    assert max(measured[-1]) == measured[-1][0] and min(measured[-1]) > 0, started.rounds
+    assert len(measured) <= MIN_ROUNDS + 1, started.rounds  # + 1: a cold first measure may bound one
+
+
+def test_rounds_share_what_is_left_out_evenly_whatever_the_first_measure_said():
+    batcher = Batcher(range(1000), add_one, workers=2, chunksize=None, rounds=True)
+    sizes = []
+    for batch in batcher:
+        sizes.append(len(batch.items))
+        # 1 ms an item measured, then 1 us: the round under way keeps its size, the next ones follow
+        cost = 1e-3 if len(sizes) <= 2 else 1e-6
+        batcher.observe(runners.backend.BatchResult(batch.id, [0] * len(batch.items),
+                                                    seconds=cost * len(batch.items)), 0.0)
+    assert sum(sizes) == 1000
+    assert sizes[:2] == [1, 1]
+    rounds = [sizes[i:i + 2] for i in range(2, len(sizes), 2)]
+    assert all(a == b for a, b in rounds[:-1]) and rounds[-1][0] >= rounds[-1][-1], sizes
+    assert len(rounds) <= MIN_ROUNDS, sizes

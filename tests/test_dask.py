@@ -93,13 +93,19 @@ def test_pi_on_a_scheduler_with_two_workers_equals_serial_and_uses_both(cluster)
     assert all(count > 0 for count in nodes.values()) and sum(nodes.values()) == 24
 
 
-def test_a_task_in_a_loose_file_reaches_the_cluster_workers(cluster, tmp_path):
-    module = tmp_path / f"loose_{uuid.uuid4().hex[:8]}.py"
-    module.write_text("def cube(x):\n    return x ** 3\n")
+def test_a_task_in_a_loose_file_reaches_the_cluster_workers_with_the_file_and_package_it_imports(cluster,
+                                                                                                 tmp_path):
+    tag = uuid.uuid4().hex[:8]  # the workers outlive this test: names they have not imported yet
+    (tmp_path / f"power_{tag}.py").write_text("EXPONENT = 3\n")
+    (tmp_path / f"offset_{tag}").mkdir()
+    (tmp_path / f"offset_{tag}" / "__init__.py").write_text("OFFSET = 1\n")
+    module = tmp_path / f"loose_{tag}.py"
+    module.write_text(f"import offset_{tag}, power_{tag}\n"
+                      f"def cube(x):\n    return x ** power_{tag}.EXPONENT + offset_{tag}.OFFSET\n")
     done = run_cli("exec", f"{module}:cube", "--backend", "dask", "--set", f"backend.address={cluster}",
                    "--set", "n=5", "--json", cwd=tmp_path.parent)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["result"] == [0, 1, 8, 27, 64]
+    assert json.loads(done.stdout)["result"] == [1, 2, 9, 28, 65]
 
 
 def test_a_worker_address_is_not_taken_for_the_scheduler(cluster):
@@ -274,7 +280,7 @@ def test_every_batch_one_death_takes_names_that_worker(tmp_path):
     backend = load_backend("dask")(None, 1)
     backend.start()
     try:
-        tasks = DaskTasks(backend._client, "t", True, None, backend._removals)
+        tasks = DaskTasks(backend._client, "t", True, backend._removals)
         held = Batch(0, slow_the_second_time, 0, [(0, str(tmp_path / "ran"))])
         running = Batch(1, testing.crash_once, 1, [(1, str(tmp_path / "crashed"))])
         first = tasks.submit(held)

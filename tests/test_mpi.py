@@ -13,11 +13,14 @@ import re
 import sys
 import textwrap
 import time
+import types
+from pathlib import Path
 
 import pytest
 
 import runners
 from runners import testing
+from runners._batcher import MIN_ROUNDS
 from tests.conftest import run_cli
 
 pytest.importorskip("mpi4py")
@@ -128,6 +131,22 @@ def test_master_worker_scheme_in_process_equals_serial(task):
     record = runners.run(task, backend="mpi", workers=2, params=params, options={"scheme": "master-worker"})
     assert record.result == runners.run(task, params=params).result
     assert record.check.ok
+
+
+def test_spmd_gets_a_few_whole_rounds_of_equal_batches_and_the_serial_result():
+    # spmd deals one batch per rank per round, each round as long as its slowest batch: its batches
+    # come back a round at a time, alike within each, in a few rounds (not a pool's shrinking tail).
+    n = 400_000
+    sizes: list[int] = []
+    record = runners.run("tiny", backend="mpi", workers=2, params={"n": n}, progress=sizes.append)
+    assert record.result == runners.run("tiny", params={"n": n}).result
+    # One round of one-item batches, and the next sized from it (not a second round sent before any
+    # result was back, of one item each again)
+    assert sizes[:2] == [1, 1] and sizes[2] > 1, sizes
+    measured = sizes[2:]
+    rounds = [measured[i:i + 2] for i in range(0, len(measured), 2)]
+    assert all(len(set(r)) == 1 for r in rounds[:-1]) and rounds[-1][0] >= rounds[-1][-1], sizes
+    assert len(rounds) <= MIN_ROUNDS + 1, sizes  # + 1: a cold first measure may bound one
 
 
 def test_master_worker_item_failure_in_process_keeps_type_item_and_traceback():
@@ -245,21 +264,33 @@ def square(x):
 """
 
 
+def load(name: str, path: Path, package: bool = False) -> types.ModuleType:
+    """Import `path` as `name` without its folder on sys.path."""
+    folder = [str(path.parent)] if package else None
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=folder)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_a_task_module_the_ranks_cannot_import_reaches_them_from_the_driver(tmp_path):
-    # The module's folder is on no sys.path: the spawned ranks can import it only from what the driver
-    # sends them, as ranks on another host that lacks the file would
-    path = tmp_path / f"shipped_{tmp_path.name.replace('-', '_')}.py"
-    path.write_text(SHIPPED)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
+    # The module's folder is on no sys.path: the spawned ranks can import it, and the package it
+    # imports, only from what the driver sends them, as ranks on another host that lacks the files would
+    tag = tmp_path.name.replace("-", "_")
+    (tmp_path / f"doubling_{tag}").mkdir()
+    (tmp_path / f"doubling_{tag}" / "__init__.py").write_text("from .factor import FACTOR\n")
+    (tmp_path / f"doubling_{tag}" / "factor.py").write_text("FACTOR = 2\n")
+    path = tmp_path / f"shipped_{tag}.py"
+    path.write_text(f"import doubling_{tag}\n\ndef square(x):\n    return doubling_{tag}.FACTOR * x * x\n")
     try:
-        spec.loader.exec_module(module)
+        load(f"doubling_{tag}", tmp_path / f"doubling_{tag}" / "__init__.py", package=True)
+        module = load(path.stem, path)
         record = runners.run(testing.map_task(module.square), backend="mpi", workers=2, chunksize=1,
                              params={"items": list(range(8))})
     finally:
-        del sys.modules[path.stem]
-    assert record.result == [x * x for x in range(8)]
+        for name in (path.stem, f"doubling_{tag}", f"doubling_{tag}.factor"):
+            sys.modules.pop(name, None)
+    assert record.result == [2 * x * x for x in range(8)]
 
 
 def test_ranks_that_fail_before_mpi_starts_end_the_users_job_at_once_with_their_error(tmp_path):

@@ -127,12 +127,17 @@ def cluster():
 
 def test_a_job_spreads_over_both_nodes_of_a_real_cluster_and_matches_serial(cluster, tmp_path):
     address, env = cluster
-    # The task lives in a folder no Ray worker has on its path: the back-end must ship it.
+    # The task, and the package beside it that it imports, live in a folder no Ray worker has on its
+    # path: the back-end must ship them.
+    (tmp_path / "napping").mkdir()
+    (tmp_path / "napping" / "__init__.py").write_text("SECONDS = 0.05\n")
     (tmp_path / "slowsquare.py").write_text(textwrap.dedent("""
         import time
 
+        import napping
+
         def slow_square(x):
-            time.sleep(0.05)
+            time.sleep(napping.SECONDS)
             return x * x
     """))
     done = run_cli("exec", f"{tmp_path / 'slowsquare.py'}:slow_square", "--backend", "ray", "--workers", "2",

@@ -6,10 +6,8 @@ import logging
 import queue
 import re
 import shutil
-import sys
-import sysconfig
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from runners.backend import (
     WorkerLost,
     check_listen_address,
     in_flight,
+    loose_modules,
     param,
     pickle_batch,
     run_batch,
@@ -105,9 +104,10 @@ class DaskBackend(Backend):
     lost_items = "batch"
     items_by_value = True  # batches are cloudpickled, as dask sends functions
     startup_seconds = 25.0  # a LocalCluster: 3-5 s alone, 20 s beside other work
+    _zips: str | None = None  # where packages shipped to a joined cluster are zipped, once there are any
 
     def start(self) -> None:
-        self._shipped: set[str] = set()
+        self._shipped: set[Path] = set()
         if self.options.address is None:
             self._start_local_cluster()
         else:
@@ -178,33 +178,34 @@ class DaskBackend(Backend):
 
     def run(self, batches: Iterator[Batch]) -> Iterator[BatchResult]:
         travels = self.options.processes or self.options.address is not None  # else: threads here
-        ship = self._ship if self.options.address is not None else None
-        tasks = DaskTasks(self._client, uuid.uuid4().hex[:8], travels, ship, self._removals)
+        if self.options.address is not None:
+            self._ship_loose_modules()
+        tasks = DaskTasks(self._client, uuid.uuid4().hex[:8], travels, self._removals)
         return in_flight(tasks, batches, self.options.in_flight or 2 * self.workers)
 
-    def _ship(self, fn: Any) -> None:
-        """Send the task's module to the workers if it is a loose .py file (`runners exec my.py`)."""
-        module = sys.modules.get(getattr(fn, "__module__", ""))
-        path = getattr(module, "__file__", None)
-        if module is None or path is None or path in self._shipped:
-            return
-        self._shipped.add(path)
-        installed = {Path(p).resolve() for p in sysconfig.get_paths().values()}
-        resolved = Path(path).resolve()
-        if "." in module.__name__ or hasattr(module, "__path__") or resolved.suffix != ".py" or any(
-                resolved.is_relative_to(root) for root in installed):
-            return  # a package or an installed module: the workers import it themselves
-        self._client.upload_file(str(resolved))
+    def _ship_loose_modules(self) -> None:
+        """Upload the driver's own modules (`runners exec my.py`), which the cluster's workers lack, once
+        each. A package goes as a zip; upload_file imports each as it arrives, so a module's imports
+        (which `loose_modules` lists first) must be there before it."""
+        for path in loose_modules():
+            if path not in self._shipped:
+                self._shipped.add(path)
+                self._client.upload_file(str(path) if path.is_file() else self._zipped(path))
+
+    def _zipped(self, package: Path) -> str:
+        if self._zips is None:
+            self._zips = scratch_folder("daskzip")
+            self.on_shutdown(shutil.rmtree, self._zips, ignore_errors=True)
+        return shutil.make_archive(f"{self._zips}/{package.name}", "zip", package.parent, package.name)
 
 
 class DaskTasks(Handles[Any]):
     """Dask futures of batch tasks, as the in-flight loop waits on them (told of each that finishes
     by its done callback: dask's own waits need a default client)."""
 
-    def __init__(self, client: Any, run_id: str, travels: bool, ship: Callable[[Any], None] | None,
-                 removals: WorkerRemovals) -> None:
+    def __init__(self, client: Any, run_id: str, travels: bool, removals: WorkerRemovals) -> None:
         super().__init__("dask")
-        self.client, self.run_id, self.travels, self.ship = client, run_id, travels, ship
+        self.client, self.run_id, self.travels = client, run_id, travels
         self.removals = removals
         self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lost: dict[Any, str] = {}  # future -> the worker that left while running it
@@ -212,8 +213,6 @@ class DaskTasks(Handles[Any]):
     def submit(self, batch: Batch) -> Any:
         import cloudpickle  # dask's own pickler: functions of __main__ and lambdas go by value
 
-        if self.ship is not None:
-            self.ship(batch.fn)
         work = pickle_batch(batch, cloudpickle.Pickler) if self.travels else batch
         key = f"{KEY_PREFIX}{self.run_id}-batch-{batch.id}"
         future = self.client.submit(run_on_worker, work, pure=False, key=key)

@@ -134,6 +134,7 @@ class MpiBackend(Backend):
             if launcher_rank() > 0:
                 sys.exit(2)  # every rank finds it; only rank 0 says so
             raise
+        self.runs_in_rounds = self.options.scheme == "spmd"  # one batch per rank per round (_schemes)
         if launcher_rank() == 0:  # a backstop: jobs whose sweeper was itself killed (see _node)
             remove_segments(stale_segments())
         # master-worker gives a rank to dispatching: one more rank for the same number computing

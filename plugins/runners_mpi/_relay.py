@@ -37,7 +37,7 @@ from runners.backend import (
 )
 
 from ._schemes import WORKER_ENVIRONMENT
-from ._ship import loose_modules
+from ._ship import loose_sources
 
 ADDRESS = "RUNNERS_MPI_ADDRESS"
 AUTHKEY = "RUNNERS_MPI_AUTHKEY"
@@ -65,6 +65,7 @@ class Relay(Handles[int]):
         self.lost: WorkerLost | None = None  # why the job is gone, once it is
         self.abandoned = False  # a pass was stopped early: its batches may still come back
         self._held: dict[int, Batch] = {}  # sent and not answered: what a lost rank takes with it
+        self.answered = 0  # results of this pass so far
         self._results: dict[int, BatchResult] = {}
         authkey = os.urandom(32)
         server = socket.create_server(("127.0.0.1", 0))
@@ -86,7 +87,7 @@ class Relay(Handles[int]):
         deadline = time.monotonic() + CONNECT_SECONDS
         try:
             self.conn = self._accept(server, authkey, deadline)
-            self.conn.send(loose_modules())  # for every rank, at its start-up
+            self.conn.send(loose_sources())  # for every rank, at its start-up
             while not self.conn.poll(0.2):
                 self._starting(deadline)
             self.conn.recv()  # ("ready",): every rank has started
@@ -128,23 +129,26 @@ class Relay(Handles[int]):
     def open(self) -> bool:
         return self.lost is None
 
+    @property
+    def holding(self) -> bool:
+        """Whether the job holds batches it has not answered."""
+        return bool(self._held)
+
     def run(self, batches: Iterable[Batch]) -> Iterator[BatchResult]:
         """One pass: the batches (pickled here, unpickled on the rank that runs them), then "done"."""
         if self.finished:
             self._send("again")
             self.finished = self.ended = False
+        self.answered = 0
         try:
-            yield from in_flight(self, self._then_end(batches), self.window)
+            yield from in_flight(self, FirstRoundFirst(self, batches), self.window)
         except GeneratorExit:  # the run stopped mid-pass (an item failed, Ctrl-C): the job still holds
             self.abandoned = True  # batches whose ids the next run reuses; it needs a fresh job
             raise
         while self.lost is None and not self.finished:
             self.finished = self._receive() == ("done",)
 
-    def _then_end(self, batches: Iterable[Batch]) -> Iterator[Batch]:
-        # Not `yield from`: closing this (its job was lost) must leave `batches` open for the next job.
-        for batch in batches:  # noqa: UP028
-            yield batch
+    def end_pass(self) -> None:
         self._send(None)  # no more in this pass: the job ends it once it has answered these
         self.ended = True
 
@@ -160,6 +164,7 @@ class Relay(Handles[int]):
             return handles  # the job is gone, and every batch it held with it
         _, result = message  # ("result", BatchResult)
         self._results[result.batch_id] = result
+        self.answered += 1
         return (result.batch_id,)
 
     def outcome(self, handle: int, batch: Batch) -> BatchResult:
@@ -233,6 +238,34 @@ class Relay(Handles[int]):
             if self._wait(10) is None:
                 self.process.kill()
         self.process.wait()
+
+
+class FirstRoundFirst:
+    """A pass's batches for the job (a Feed of the in-flight loop), the first `window // 2` (a round:
+    one per rank) alone until a result is back, then `window` ahead.
+
+    The engine sizes batches from results, and has none for the first: sent two rounds ahead at once,
+    both rounds were batches of one item, each round a whole round trip of spmd for nothing. Held
+    back, the second round is sized from the first. Then the end of the pass is sent (`end_pass`).
+    """
+
+    def __init__(self, relay: Relay, batches: Iterable[Batch]) -> None:
+        self.relay = relay
+        self.batches = iter(batches)  # never closed here: a lost job leaves the rest to the next one
+        self.first = max(1, relay.window // 2)
+        self.sent = 0
+        self.finished = False
+
+    def take(self, wait: float) -> Batch | None:
+        if self.sent >= self.first and not self.relay.answered and self.relay.holding:
+            return None  # the in-flight loop waits for results, then asks again
+        batch = next(self.batches, None)
+        if batch is None:
+            self.finished = True
+            self.relay.end_pass()
+            return None
+        self.sent += 1
+        return batch
 
 
 def forward_without_banner(stream: IO[bytes], fd: int) -> None:

@@ -1,8 +1,7 @@
 """A task in a loose `.py` file that only the driver's machine has (`runners exec mytask.py:func`) reaches
-the ranks of a job the back-end starts itself: the driver sends the sources of such files once, at
-start-up, and each rank writes them into a scratch folder of its own, last on its sys.path (as Ray's
-`py_modules` and Dask's `upload_file` do for their workers). Under the user's own mpiexec every rank loads
-the task itself, from the path it was given.
+the ranks of a job the back-end starts itself: the driver sends the sources of the modules that
+`loose_modules` finds once, at start-up, and each rank writes them into a scratch folder of its own, last
+on its sys.path. Under the user's own mpiexec every rank loads the task itself, from the path it was given.
 """
 
 from __future__ import annotations
@@ -11,27 +10,19 @@ import atexit
 import importlib
 import shutil
 import sys
-import sysconfig
 from pathlib import Path
 
-from runners.backend import scratch_folder
+from runners.backend import loose_modules, scratch_folder
 
-Modules = list[tuple[str, str]]  # (module name, source)
+Modules = list[tuple[str, str]]  # (path relative to a sys.path folder, source)
 
 
-def loose_modules() -> Modules:
-    """The top-level modules imported here from a plain `.py` file outside the installed packages and the
-    standard library: a task file, and the files beside it that it imports."""
-    installed = {Path(p).resolve() for p in sysconfig.get_paths().values()}
+def loose_sources() -> Modules:
+    """The source files of the driver's loose modules: a module's file, or every `.py` file of a package."""
     found = []
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if "." in name or name == "__main__" or hasattr(module, "__path__") or not file or \
-                not file.endswith(".py"):
-            continue  # packages (the user installs those on every host), and the script itself
-        path = Path(file).resolve()
-        if not any(path.is_relative_to(root) for root in installed) and path.is_file():
-            found.append((name, path.read_text()))
+    for path in loose_modules():
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        found += [(str(file.relative_to(path.parent)), file.read_text()) for file in files]
     return found
 
 
@@ -43,7 +34,8 @@ def install(modules: Modules) -> None:
         return
     folder = Path(scratch_folder("mpicode"))
     atexit.register(shutil.rmtree, folder, True)  # an aborted rank's folder: the next run's sweep's
-    for name, source in modules:
-        (folder / f"{name}.py").write_text(source)
+    for relative, source in modules:
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(source)
     sys.path.append(str(folder))
     importlib.invalidate_caches()

@@ -25,6 +25,7 @@ from runners.backend import (
     environment,
     in_flight,
     keep_signal_handlers,
+    loose_modules,
     param,
     pickle_batch,
     run_pickled_batch,
@@ -33,7 +34,7 @@ from runners.backend import (
 )
 
 from ._compat import loopback_only, private_instance, raylet_messages_to_stderr
-from ._setup import is_loopback, probe, use_token_auth, user_modules, user_paths
+from ._setup import is_loopback, probe, use_token_auth, user_paths
 
 OBJECT_STORE_MIN_MB = 75  # Ray refuses a smaller object store
 MIN_RAY = (2, 52)  # token authentication and the 2025 security fixes
@@ -59,8 +60,8 @@ class RayOptions:
     max_retries: int = param(0, min=0, help="Ray's own reruns of a batch whose worker died "
                                             "(0: leave retries to runners' `retries` policy)")
     object_store_mb: int = param(100, min=OBJECT_STORE_MIN_MB, help="object store of a private instance, MiB")
-    ship_code: bool = param(True, help="when joining a cluster, send the task's module if it is not "
-                                       "an installed package (runtime_env py_modules)")
+    ship_code: bool = param(True, help="when joining a cluster, send the task's file and the files and "
+                                       "packages it imports that are not installed (runtime_env py_modules)")
     runtime_env: dict[str, Any] | None = param(
         None, help="a Ray runtime_env for the tasks (pip, env_vars, working_dir...)")
     temp_dir: str | None = param(
@@ -177,7 +178,7 @@ class RayBackend(Backend):
         env = dict(self.options.runtime_env or {})
         # The task (a file of the user's, already imported by now) must reach the other machines;
         # Ray accepts local modules to upload only here, for the whole job, not per task.
-        modules = user_modules() if self.options.ship_code else []
+        modules = [str(path) for path in loose_modules()] if self.options.ship_code else []
         if modules:
             env["py_modules"] = [*env.get("py_modules", []), *modules]
         try:

@@ -3,15 +3,14 @@ the user's code for other machines, and probing an address before Ray retries it
 
 from __future__ import annotations
 
-import importlib.metadata
 import ipaddress
 import os
 import secrets
 import socket
 import sys
-import sysconfig
+from pathlib import Path
 
-from runners.backend import RunnersError, split_address, what_answers
+from runners.backend import RunnersError, installed_folders, split_address, what_answers
 
 from ._compat import GCS_METHOD
 
@@ -115,36 +114,12 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def _installed_roots() -> set[str]:
-    paths = sysconfig.get_paths()
-    return {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-
-
 def user_paths() -> list[str]:
     """Folders on the driver's sys.path that a fresh interpreter of this environment lacks."""
-    roots = _installed_roots()
-    found = []
+    installed = installed_folders()
+    found: list[str] = []
     for entry in sys.path:
-        path = os.path.realpath(entry or os.getcwd())
-        if os.path.isdir(path) and not any(path.startswith(r) for r in roots) and path not in found:
-            found.append(path)
-    return found
-
-
-def user_modules() -> list[str]:
-    """Files (or package folders) of the imported top-level modules that are the user's own code:
-    found through the driver's own sys.path folders, not installed by any distribution."""
-    installed = set(importlib.metadata.packages_distributions())
-    roots, folders = _installed_roots(), user_paths()
-    found = []
-    for name, module in list(sys.modules.items()):
-        source = getattr(module, "__file__", None)
-        if "." in name or name.startswith(("_", "runners")) or name in installed or not source:
-            continue
-        source = os.path.realpath(source)
-        inside = any(source.startswith(f + os.sep) for f in folders)
-        if not inside or any(source.startswith(r) for r in roots):
-            continue
-        package = getattr(module, "__path__", None)
-        found.append(os.path.realpath(next(iter(package))) if package else source)
+        path = Path(entry or os.getcwd()).resolve()
+        if path.is_dir() and not any(path.is_relative_to(f) for f in installed) and str(path) not in found:
+            found.append(str(path))
     return found

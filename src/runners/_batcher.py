@@ -19,11 +19,23 @@ MIN_BATCH_SECONDS = 0.01  # tail batches shrink for balance, but not below this 
 # window of batches at once, or a first batch that waited for a worker to start, can make every round
 # trip look dear.
 OVERHEAD_MULTIPLE = 2
+# A back-end that runs batches in rounds (Backend.runs_in_rounds): a run's items go in at least this
+# many rounds after the first, as the rule of thumb `len // (workers * 4)` cuts them, so that the
+# driver's work on a round's values overlaps the next round and only the last round's is left to wait
+MIN_ROUNDS = 4
+# ... and no batch longer than this: it bounds what a lost rank takes, and how often progress moves.
+# Not 0.1 s: the first measure, from one-item batches, is a cold call's, which overstates a tiny
+# item's cost 30-70x (5-12 us for a 0.17-us `x + 1`), and would cut the first rounds that much shorter.
+ROUND_BATCH_SECONDS = 2.0
 # What one batch's items and values may take in the driver (estimated), whatever their count: with
 # 2 x workers batches in flight this bounds the driver's memory. Small ints then come ~300,000 to a
 # batch when packed (PackedValues: ~5 bytes each), ~44,000 when not, and 100 KB values 15 at a time;
 # a fixed item count held 20,000 x 100 KB values as easily.
 MAX_BATCH_BYTES = 1536 * 1024
+# What a packed piece's pickle adds to its values (protocol, frame, list, stop): 17 bytes for [5],
+# 2,760 for range(1000). Counted as the values', it made one small int look like 17 bytes, and the
+# first batches after a one-item batch 6x smaller than the budget allows.
+PICKLE_FRAMING = 15
 
 
 class Batcher:
@@ -34,17 +46,22 @@ class Batcher:
     few times what a round trip costs beyond the work (measured: the back-end's own overhead).
     Whatever their cost, batches hold at most `max_bytes` of items and values (measured on samples,
     or on the packed values as they wait in the driver).
+
+    `rounds`: the back-end runs batches in rounds of one per worker (`Backend.runs_in_rounds`), each
+    as long as its slowest: a round's batches are cut alike, and the items into a few whole rounds.
     """
 
     def __init__(self, items: Sequence[Any] | Iterable[Any], fn: Any, workers: int,
                  chunksize: int | None, timeout: float | None = None,
-                 max_bytes: int = MAX_BATCH_BYTES) -> None:
+                 max_bytes: int = MAX_BATCH_BYTES, rounds: bool = False) -> None:
         self.items = items
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.fn = fn
         self.workers = workers
         self.chunksize = chunksize
+        self.rounds = rounds
+        self.round_size: int | None = None  # in rounds: the size of every batch of the current one
         self.total = len(items) if isinstance(items, Sized) else None
         self.issued = 0
         self.count = 0
@@ -87,7 +104,8 @@ class Batcher:
         values = result.values
         if values:  # what waits in the driver (pickled pieces, or objects): the latest, not the largest
             packed = isinstance(values, PackedValues)
-            self.value_bytes = values.nbytes // len(values) + 1 if packed else sampled_bytes(values)
+            self.value_bytes = (max(values.nbytes - PICKLE_FRAMING * len(values.pieces), 0) // len(values) + 1
+                                if packed else sampled_bytes(values))
         if result.values and result.seconds > 0:
             # Weighted by items: the first one-item batches, whose seconds are mostly the timer's and
             # the call's, must not hold the estimate up while batches of thousands come back.
@@ -107,6 +125,10 @@ class Batcher:
         if self.chunksize is not None:
             return self.chunksize
         measured = self.item_seconds
+        if self.rounds:
+            if not self.count % self.workers:  # a new round: its first batch's size is every batch's
+                self.round_size = 1 if measured is None else self._round_size(measured)
+            return self.round_size or 1
         if measured is None:
             return 1
         cost = max(measured, 1e-9)
@@ -116,7 +138,27 @@ class Batcher:
             remaining = self.total - self.issued
             balanced = max(math.ceil(remaining / (2 * self.workers)), int(least / cost))
             size = min(size, balanced)
-        return max(1, min(size, self.max_bytes // max(self.item_bytes + self.value_bytes, 1)))
+        return max(1, min(size, self._most()))
+
+    def _most(self) -> int:
+        """The most items a batch may hold for its bytes."""
+        return self.max_bytes // max(self.item_bytes + self.value_bytes, 1)
+
+    def _round_size(self, measured: float) -> int:
+        """In rounds, the size of each batch of the round that starts now: a smaller one than the
+        round's largest would only wait for it. Equal batches balance a round by themselves, so the
+        target that keeps a pool's batches short enough to balance does not apply: a batch holds what
+        cuts the items into MIN_ROUNDS rounds, within the byte budget and ROUND_BATCH_SECONDS, and the
+        items left are shared out into whole rounds (a shrinking tail would only add rounds, each a
+        round trip)."""
+        size = min(int(ROUND_BATCH_SECONDS / max(measured, 1e-9)), self._most())
+        if self.total is not None:
+            size = min(size, math.ceil(self.total / (self.workers * MIN_ROUNDS)))
+            remaining = self.total - self.issued
+            if remaining > 0 and size > 0:
+                rounds = math.ceil(remaining / (self.workers * size))
+                size = math.ceil(remaining / (self.workers * rounds))
+        return max(1, size)
 
 
 def sampled_bytes(values: Sequence[Any], samples: int = 5) -> int:

@@ -224,8 +224,9 @@ def run_on(backend: Backend, the_plan: Plan, progress: Callable[[int], None] | N
     fn = task.run_async if backend.runs_coroutines else task.run
     # A per-item limit is only exact when a batch holds one item.
     chunksize = 1 if policy.timeout is not None else the_plan.chunksize
-    batcher = Batcher(items, fn, backend.workers, chunksize, policy.timeout,
-                      min(backend.max_batch_bytes or MAX_BATCH_BYTES, MAX_BATCH_BYTES))
+    max_bytes = min(backend.max_batch_bytes or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
+    batcher = Batcher(items, fn, backend.workers, chunksize, policy.timeout, max_bytes,
+                      rounds=backend.runs_in_rounds)
     tally = Tally()
     if on_start is not None:
         on_start(batcher.total)

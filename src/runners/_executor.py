@@ -352,7 +352,8 @@ class Executor(concurrent.futures.Executor):
         if size is not None:
             check_chunksize(size)
         max_bytes = min(self._backend.max_batch_bytes or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
-        batcher = Batcher(items, call, self._backend.workers, size, self._policy.timeout, max_bytes)
+        batcher = Batcher(items, call, self._backend.workers, size, self._policy.timeout, max_bytes,
+                          rounds=self._backend.runs_in_rounds)
         with self._wake:
             self._check_open()
             run = _MapRun(batcher, self._wake)

@@ -7,6 +7,7 @@ runs in a worker with `run_batch`; back-ends whose items run in other processes 
 travelling with `transport_failure`. `in_flight` keeps a bounded number of batches in flight for any
 handle that can be waited on (`Futures` for concurrent.futures). `runners.testing.BackendSuite` runs a
 back-end through the cases every back-end must pass, and checks the guarantees its class declares.
+A back-end whose workers run on other hosts sends them `loose_modules`, the driver's own code they lack.
 """
 
 from ._backend import LOST_ITEMS, Backend, Batch, BatchResult, ItemFailure, NoOptions, PackedValues, Parcel
@@ -21,6 +22,7 @@ from ._errors import (
     signal_name,
 )
 from ._inflight import WAIT_SECONDS, Arrivals, Feed, Futures, Handles, in_flight
+from ._loose import installed_folders, loose_modules
 from ._peer import check_listen_address, split_address, what_answers
 from ._registry import load_backend
 from ._scratch import scratch_folder
@@ -62,9 +64,11 @@ __all__ = [
     "check_listen_address",
     "environment",
     "in_flight",
+    "installed_folders",
     "item_failure",
     "keep_signal_handlers",
     "load_backend",
+    "loose_modules",
     "param",
     "pickle_batch",
     "prepare_worker",
