@@ -33,7 +33,7 @@ def run_script(source: str, *args: str) -> dict:
 @pytest.mark.parametrize("backend", ["multiprocessing", "futures"])
 def test_forked_workers_run_one_blas_thread_where_the_driver_runs_several(backend):
     seen = run_script("""
-        import json, os, sys, threading
+        import json, os, sys, threading, time
         import numpy  # the driver's OpenBLAS, started with 2 threads
         import runners
         from runners import testing
@@ -43,11 +43,21 @@ def test_forked_workers_run_one_blas_thread_where_the_driver_runs_several(backen
             return {"pools": [info["num_threads"] for info in threadpool_info()],
                     "native": len(os.listdir("/proc/self/task")) - threading.active_count()}
 
+        def native_threads():
+            return len(os.listdir("/proc/self/task")) - threading.active_count()
+
         driver = [info["num_threads"] for info in threadpool_info()]
         record = runners.run(testing.map_task(threads_here), backend=sys.argv[1], workers=2,
                              chunksize=1, params={"items": [0, 1, 2, 3]})
         after = [info["num_threads"] for info in threadpool_info()]
-        print(json.dumps({"driver": driver, "workers": record.result, "driver after": after}))
+        # The forks stopped OpenBLAS's own threads here; restoring the count must not start one that
+        # spins (~0.1 s of CPU after every run). A pool's ended thread may linger a moment in /proc.
+        for _ in range(40):
+            if native_threads() == 0:
+                break
+            time.sleep(0.05)
+        print(json.dumps({"driver": driver, "workers": record.result, "driver after": after,
+                          "native threads in the driver after": native_threads()}))
     """, backend)
     assert seen["driver"] and all(n > 1 for n in seen["driver"]), seen  # else this test proves nothing
     for worker in seen["workers"]:
@@ -55,6 +65,7 @@ def test_forked_workers_run_one_blas_thread_where_the_driver_runs_several(backen
         # and without a thread of OpenBLAS's own, which limiting it in the worker starts (and spins)
         assert worker["native"] == 0, seen
     assert seen["driver after"] == seen["driver"], seen  # the driver's own are as they were
+    assert seen["native threads in the driver after"] == 0, seen
 
 
 def test_a_forked_worker_starts_no_blas_thread_of_its_own():
