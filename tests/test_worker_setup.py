@@ -93,6 +93,32 @@ def test_a_forked_worker_starts_no_blas_thread_of_its_own():
     assert seen == {"native threads in the worker": 0}, seen
 
 
+def test_a_forked_worker_that_limits_openblas_itself_starts_no_thread_doing_so():
+    # A fork stops OpenBLAS's threads, and setting its count afterwards starts them again (one spins
+    # ~0.1 s): where the driver did not limit first, the worker's own limit must leave them stopped.
+    seen = run_script("""
+        import json, multiprocessing, os, threading
+        import numpy
+        from runners.backend import prepare_worker
+        from threadpoolctl import threadpool_info
+
+        def limited(queue):
+            prepare_worker()
+            queue.put({"native": len(os.listdir("/proc/self/task")) - threading.active_count(),
+                       "pools": [info["num_threads"] for info in threadpool_info()]})
+
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        worker = context.Process(target=limited, args=(queue,))
+        worker.start()
+        print(json.dumps({"driver": [info["num_threads"] for info in threadpool_info()],
+                          "worker": queue.get(timeout=60)}))
+        worker.join()
+    """)
+    assert all(n > 1 for n in seen["driver"]), seen  # else the worker has nothing to limit
+    assert seen["worker"] == {"native": 0, "pools": [1]}, seen
+
+
 @pytest.mark.skipif(ctypes.util.find_library("gomp") is None, reason="no libgomp on this machine")
 def test_a_worker_limits_a_library_loaded_after_the_driver_looked():
     seen = run_script("""
