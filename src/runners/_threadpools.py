@@ -2,7 +2,7 @@
 
 Workers that each run a thread per core oversubscribe the cores the other workers use, so pool workers
 run one BLAS or OpenMP thread each (as joblib's do). A forked worker inherits the driver's runtimes,
-already started with a thread per core, and limiting them there hid two costs (benchmarks/README.md):
+already started with a thread per core, and limiting them cost more than it seemed (benchmarks/README.md):
 
 - finding them: importing threadpoolctl and scanning every loaded library took ~10 ms of CPU in each
   new worker. The driver does it once, and forked workers reuse it while they map the same libraries.
@@ -15,7 +15,8 @@ already started with a thread per core, and limiting them there hid two costs (b
   pool again, whose new thread spins for 2^28 cycles (~0.1 s of CPU) before it sleeps. Every run
   forks, so limiting at start and restoring at shut-down each started a spinning thread in the
   driver, which `Pool.map` never does. So a count is set as OpenBLAS's fork handler leaves it: a
-  pool that was stopped is stopped again at once (`_set_threads`), and starts when next needed.
+  pool that was stopped is stopped again at once (`_set_threads`), and starts when next needed. Like
+  a fork, that must not happen while another thread of the driver is inside a BLAS call.
 """
 
 from __future__ import annotations
