@@ -3,6 +3,7 @@
     python benchmarks/_profile.py parts MODE N     # one layer of the serial path, for callgrind
     python benchmarks/_profile.py timeline [ROUNDS] # a short job on runners vs Pool.map, phase by phase
     python benchmarks/_profile.py sizing REV [ROUNDS] # this Batcher's sizing against REV's, paired
+    python benchmarks/_profile.py restore [ROUNDS]  # the driver's CPU after a run: quiet BLAS set or not
 
 `parts` runs tiny's `x + 1` over N items through one more layer of runners' serial path per MODE:
 `map` (sum(list(map(f, items))), the plain loop), `batch` (runners.backend.run_batch, then sum),
@@ -16,6 +17,10 @@ last batches' balance shows) on 2 workers: Pool.map, and runners multiprocessing
 this tree's `Batcher.next_size` and once with the one at git revision REV (swapped in for the call,
 in this process), in shuffled rounds with the headroom of each; it prints medians and the paired
 ratios to Pool.map and of this tree's sizing to REV's.
+`restore` runs pi 16 x 500,000 on 2 workers: list(map), Pool.map, and runners multiprocessing and
+futures once as they are and once with threadpoolctl's plain `set_num_threads` swapped in for the
+BLAS limit and its restore, in shuffled rounds; per call it prints the medians of the driver's CPU
+(all its threads), the reaped workers' CPU, and the driver's CPU in the 0.3 s after the call.
 """
 
 from __future__ import annotations
@@ -149,6 +154,52 @@ def sizing(revision: str, rounds: int) -> None:
         print(table(["contender", "median s", "median x Pool.map", f"median x {revision}'s sizing"], rows))
 
 
+def restore(rounds: int) -> None:
+    import resource
+
+    import peers
+    from _common import table
+
+    import runners._threadpools as threadpools
+
+    quiet = threadpools._set_threads
+
+    def loud(runtime, threads: int) -> None:  # what the driver did before: restarts a stopped pool
+        runtime.set_num_threads(threads)
+
+    def setting(how, backend: str):
+        def call(w):
+            threadpools._set_threads = how
+            try:
+                return peers.through_runners(backend)(w)
+            finally:
+                threadpools._set_threads = quiet
+        return call
+
+    def cpu() -> tuple[float, float]:
+        own, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime, reaped.ru_utime + reaped.ru_stime
+
+    contenders = {"list(map)": peers.plain, "Pool.map": peers.pool_map}
+    for backend in ("multiprocessing", "futures"):
+        contenders[f"{backend}, quiet set"] = setting(quiet, backend)
+        contenders[f"{backend}, plain set"] = setting(loud, backend)
+    w = peers.Workload("pi", runners.load_task("pi"), {"samples": 16 * 500_000, "item_samples": 500_000})
+    peers.warm_up(["r-multiprocessing", "r-futures"])
+    shuffler = random.Random(17)
+    seen: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name in shuffler.sample(list(contenders), len(contenders)):
+            own, reaped = cpu()
+            contenders[name](w)
+            own_after, reaped_after = cpu()
+            time.sleep(0.3)
+            seen[name].append((own_after - own, reaped_after - reaped, cpu()[0] - own_after))
+    print(table(["contender", "driver CPU s", "workers CPU s", "driver CPU s in the 0.3 s after"],
+                [[name, *(statistics.median(x[i] for x in runs) for i in range(3))]
+                 for name, runs in seen.items()]))
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["parts"]:
         parts(sys.argv[2], int(sys.argv[3]))
@@ -156,5 +207,7 @@ if __name__ == "__main__":
         timeline(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
     elif sys.argv[1:2] == ["sizing"] and len(sys.argv) > 2:
         sizing(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 7)
+    elif sys.argv[1:2] == ["restore"]:
+        restore(int(sys.argv[2]) if len(sys.argv) > 2 else 7)
     else:
         raise SystemExit(__doc__)

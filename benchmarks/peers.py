@@ -17,7 +17,10 @@ the 2-process headroom. Printed: medians of wall seconds, the median of the pair
 peer of the same round (and to Pool.map's, issue 17's short-job target, when it runs), speed-up over
 list(map) / headroom in the same round, and CPU seconds of the whole call (this process's own plus
 those of its reaped children and their reaped descendants, `getrusage`) against list(map)'s. A
-process that outlives its call is named (its CPU is then missed).
+process that outlives its call is named (its CPU is then missed). A thread a call leaves running in
+this process (a BLAS thread spinning down, a pool's helper) is waited out before the next call
+starts, and the CPU it burns meanwhile is the call's (shown apart as "CPU s after"): else it would
+land in whatever runs next.
 """
 
 from __future__ import annotations
@@ -196,10 +199,29 @@ def leftovers(patience: float = 5.0) -> list[str]:
     return [f"{p.pid} {p.name()}" for p in alive if p.is_running()]
 
 
-def timed(fn: Callable[[Workload], Any], w: Workload) -> tuple[float, float, Any]:
+def own_cpu_seconds() -> float:
+    mine = resource.getrusage(resource.RUSAGE_SELF)
+    return mine.ru_utime + mine.ru_stime
+
+
+def settle(window: float = 0.05, patience: float = 2.0) -> float:
+    """CPU seconds this process's other threads burn while this one sleeps, until a `window` passes
+    in which they burn almost none (at most `patience` seconds)."""
+    began, deadline = own_cpu_seconds(), time.monotonic() + patience
+    while time.monotonic() < deadline:
+        before = own_cpu_seconds()
+        time.sleep(window)
+        if own_cpu_seconds() - before < 0.05 * window:
+            break
+    return own_cpu_seconds() - began
+
+
+def timed(fn: Callable[[Workload], Any], w: Workload) -> tuple[float, float, float, Any]:
+    """Wall and CPU seconds of the call, and the CPU its leftover threads burn after it."""
     cpu, began = cpu_seconds(), time.perf_counter()
     result = fn(w)
-    return time.perf_counter() - began, cpu_seconds() - cpu, result
+    wall, used = time.perf_counter() - began, cpu_seconds() - cpu
+    return wall, used, settle(), result
 
 
 def warm_up(names: list[str]) -> None:
@@ -234,18 +256,18 @@ def main() -> None:
     wait_for_quiet(options.max_load, patience=30 if options.quick else 300)
     reference = {w.name: plain(w) for w in workloads}
     shuffler = random.Random(options.seed)
-    # (workload, contender) -> per round: (wall s, cpu s); per (round, workload): headroom
-    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    # (workload, contender) -> per round: (wall s, cpu s, cpu s after); per (round, workload): headroom
+    runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     rooms: dict[tuple[int, str], float] = {}
     for r in range(options.rounds):
         for w in shuffler.sample(workloads, len(workloads)):
             rooms[r, w.name] = headroom()
             for name in shuffler.sample(names, len(names)):
-                wall, cpu, result = timed(CONTENDERS[name][1], w)
+                wall, cpu, after, result = timed(CONTENDERS[name][1], w)
                 if result != reference[w.name]:
                     raise SystemExit(f"{name} on {w.name}: result {result!r} differs from list(map)'s "
                                      f"{reference[w.name]!r}")
-                runs.setdefault((w.name, name), []).append((wall, cpu))
+                runs.setdefault((w.name, name), []).append((wall, cpu + after, after))
                 if left := leftovers():
                     print(f"  ! {name} on {w.name} left {', '.join(left)} running (their CPU is not counted)")
             print(f"  round {r + 1} {w.name} (headroom {rooms[r, w.name]:.2f}): "
@@ -260,8 +282,9 @@ def report(workloads: list[Workload], names: list[str], runs: dict, rooms: dict,
     best_peers = []
     pooled = "pool" in names  # issue 17's short-job target is a ratio to it
     for w in workloads:
-        wall = {n: [s for s, _ in runs[w.name, n]] for n in names}
-        cpu = {n: [c for _, c in runs[w.name, n]] for n in names}
+        wall = {n: [s for s, _, _ in runs[w.name, n]] for n in names}
+        cpu = {n: [c for _, c, _ in runs[w.name, n]] for n in names}
+        after = {n: [a for _, _, a in runs[w.name, n]] for n in names}
         room = [rooms[r, w.name] for r in range(rounds)]
         best = [min((wall[p][r] for p in peers), default=float("nan")) for r in range(rounds)]
         if peers:
@@ -280,13 +303,14 @@ def report(workloads: list[Workload], names: list[str], runs: dict, rooms: dict,
             if pooled:
                 to_pool = [median_of([s / p for s, p in zip(wall[n], wall["pool"], strict=True)])]
             rows.append([CONTENDERS[n][0], median_of(wall[n]), ratio, *to_pool, efficiency,
-                         median_of(cpu[n]), cpu_ratio])
+                         median_of(cpu[n]), median_of(after[n]), cpu_ratio])
             summary[n].append(f"{ratio:.2f}x ({median_of(wall[n]):.3f} s)")
         shown = len(w.raw["numbers"]) if w.name == "factorize" else w.raw
         print(f"\n{w.name} {shown}, {WORKERS} workers, {rounds} rounds, headroom per round "
               + " ".join(f"{h:.2f}" for h in room))
         print(table(["contender", "median s", "median x best peer", *["median x Pool.map"] * pooled,
-                     f"speed-up / headroom (vs {base})", "median CPU s", f"CPU / {base} CPU"], rows))
+                     f"speed-up / headroom (vs {base})", "median CPU s", "of which after the call",
+                     f"CPU / {base} CPU"], rows))
     print(f"\nSummary: median of the paired ratios to the round's best peer (median wall s); "
           f"{WORKERS} workers, whole calls, {rounds} rounds")
     print("best peers: " + "; ".join(best_peers))

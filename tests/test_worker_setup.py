@@ -33,7 +33,7 @@ def run_script(source: str, *args: str) -> dict:
 @pytest.mark.parametrize("backend", ["multiprocessing", "futures"])
 def test_forked_workers_run_one_blas_thread_where_the_driver_runs_several(backend):
     seen = run_script("""
-        import json, os, sys, threading
+        import json, os, sys, threading, time
         import numpy  # the driver's OpenBLAS, started with 2 threads
         import runners
         from runners import testing
@@ -43,11 +43,21 @@ def test_forked_workers_run_one_blas_thread_where_the_driver_runs_several(backen
             return {"pools": [info["num_threads"] for info in threadpool_info()],
                     "native": len(os.listdir("/proc/self/task")) - threading.active_count()}
 
+        def native_threads():
+            return len(os.listdir("/proc/self/task")) - threading.active_count()
+
         driver = [info["num_threads"] for info in threadpool_info()]
         record = runners.run(testing.map_task(threads_here), backend=sys.argv[1], workers=2,
                              chunksize=1, params={"items": [0, 1, 2, 3]})
         after = [info["num_threads"] for info in threadpool_info()]
-        print(json.dumps({"driver": driver, "workers": record.result, "driver after": after}))
+        # The forks stopped OpenBLAS's own threads here; restoring the count must not start one that
+        # spins (~0.1 s of CPU after every run). A pool's ended thread may linger a moment in /proc.
+        for _ in range(40):
+            if native_threads() == 0:
+                break
+            time.sleep(0.05)
+        print(json.dumps({"driver": driver, "workers": record.result, "driver after": after,
+                          "native threads in the driver after": native_threads()}))
     """, backend)
     assert seen["driver"] and all(n > 1 for n in seen["driver"]), seen  # else this test proves nothing
     for worker in seen["workers"]:
@@ -55,6 +65,7 @@ def test_forked_workers_run_one_blas_thread_where_the_driver_runs_several(backen
         # and without a thread of OpenBLAS's own, which limiting it in the worker starts (and spins)
         assert worker["native"] == 0, seen
     assert seen["driver after"] == seen["driver"], seen  # the driver's own are as they were
+    assert seen["native threads in the driver after"] == 0, seen
 
 
 def test_a_forked_worker_starts_no_blas_thread_of_its_own():
@@ -80,6 +91,32 @@ def test_a_forked_worker_starts_no_blas_thread_of_its_own():
         worker.join()
     """)
     assert seen == {"native threads in the worker": 0}, seen
+
+
+def test_a_forked_worker_that_limits_openblas_itself_starts_no_thread_doing_so():
+    # A fork stops OpenBLAS's threads, and setting its count afterwards starts them again (one spins
+    # ~0.1 s): where the driver did not limit first, the worker's own limit must leave them stopped.
+    seen = run_script("""
+        import json, multiprocessing, os, threading
+        import numpy
+        from runners.backend import prepare_worker
+        from threadpoolctl import threadpool_info
+
+        def limited(queue):
+            prepare_worker()
+            queue.put({"native": len(os.listdir("/proc/self/task")) - threading.active_count(),
+                       "pools": [info["num_threads"] for info in threadpool_info()]})
+
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        worker = context.Process(target=limited, args=(queue,))
+        worker.start()
+        print(json.dumps({"driver": [info["num_threads"] for info in threadpool_info()],
+                          "worker": queue.get(timeout=60)}))
+        worker.join()
+    """)
+    assert all(n > 1 for n in seen["driver"]), seen  # else the worker has nothing to limit
+    assert seen["worker"] == {"native": 0, "pools": [1]}, seen
 
 
 @pytest.mark.skipif(ctypes.util.find_library("gomp") is None, reason="no libgomp on this machine")
