@@ -169,7 +169,8 @@ class RayBackend(Backend):
                          **private_instance(self.options.bind, temp, PRIVATE_INLINE_BYTES), **quiet)
             self.max_batch_bytes = PRIVATE_BATCH_BYTES
         except Exception as exc:  # noqa: BLE001 - a failed start is one error to the user, whatever Ray raised
-            _end_processes_naming(temp)
+            # Our own folder names this instance alone; a folder the user gave may be another's too.
+            _end_processes_naming(temp, everywhere=self.options.temp_dir is None)
             raise RunnersError(f"ray: could not start a local Ray instance: {exc}") from exc
 
     def _join(self, ray: ModuleType, address: str, quiet: dict[str, Any]) -> None:
@@ -236,19 +237,22 @@ class RayTasks(Handles[Any]):
             self.ray.cancel(ref, force=True)  # a joined cluster must not keep running abandoned work
 
 
-def _end_processes_naming(folder: str, grace: float = 5.0) -> None:
+def _end_processes_naming(folder: str, everywhere: bool, grace: float = 5.0) -> None:
     """End what a failed ray.init started (its GCS, raylet, agents: Ray waits 30 s for a raylet that
     a loaded machine starts slowly). ray.shutdown() stops only an instance that came up, and these would
-    live until this interpreter exits. Every one of them names the instance's folder, which is this
-    run's own, on its command line. Looked for among all processes, again until none is left: the
-    raylet may still be starting agents, which outlive it as orphans, writing into the folder."""
+    live until this interpreter exits. Every one of them names the instance's folder on its command
+    line. Looked for again until none is left, and, when the folder is this run's own, among all
+    processes: the raylet may still be starting agents, which outlive it as orphans (no longer this
+    process's children), writing into the folder."""
     import psutil
 
     def naming_it() -> list[psutil.Process]:
+        candidates = psutil.process_iter() if everywhere else psutil.Process().children(recursive=True)
         found = []
-        for process in psutil.process_iter(["cmdline"]):
-            if any(folder in arg for arg in process.info["cmdline"] or ()) and process.pid != os.getpid():
-                found.append(process)
+        for process in candidates:
+            with suppress(psutil.Error):
+                if process.pid != os.getpid() and any(folder in arg for arg in process.cmdline()):
+                    found.append(process)
         return found
 
     deadline = time.monotonic() + 4 * grace
