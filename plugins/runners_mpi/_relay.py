@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -200,6 +201,8 @@ class Relay(Handles[int]):
         elif code in HYDRA_SIGNALS:  # hydra exits with N when a rank was killed by signal N
             exitcode = -code
             state = f"mpiexec exited with code {code}: a rank was killed by {signal_name(-code)}"
+            if code == signal.SIGKILL:  # hydra's own clean-up kill after a rank ended early says the same
+                state += ", or a rank ended early and hydra killed the others"
         else:
             state = f"mpiexec exited with code {code}"
         items = sorted(i for b in self._held.values() for i in b.indices)
