@@ -22,6 +22,15 @@ class RecordingPool(multiprocessing.pool.Pool):
         self.Process = lambda ctx, *a, **kw: on_new_process(ctx.Process(*a, **kw))
         super().__init__(*args, **kwargs)
 
+    def _get_sentinels(self) -> list[Any]:
+        """What wakes the pool's worker-handler thread, besides its workers' ends: only its change
+        notifier, as ThreadPool's (3.11-3.13). Pool's own also waits on the result pipe, which stays
+        readable until the result thread has read a result, so the handler spins through its loop
+        for every result that comes back: 10-16 ms of the driver's CPU, beside the work, on a 0.6-s
+        run of 16 results. The notifier already says when the last task is done (`_PoolCache`) or
+        the pool's state changes, which is all the handler waits for."""
+        return [self._change_notifier._reader]
+
 
 def keep_descriptor_open(connection: Any) -> int:
     """The descriptor of a Connection inherited by a worker, kept open for the worker's life without
