@@ -28,10 +28,12 @@ MIN_ROUNDS = 4
 # item's cost 30-70x (5-12 us for a 0.17-us `x + 1`), and would cut the first rounds that much shorter.
 ROUND_BATCH_SECONDS = 2.0
 # What one batch's items and values may take in the driver (estimated), whatever their count: with
-# 2 x workers batches in flight this bounds the driver's memory. Small ints then come ~300,000 to a
-# batch when packed (PackedValues: ~5 bytes each), ~44,000 when not, and 100 KB values 15 at a time;
-# a fixed item count held 20,000 x 100 KB values as easily.
-MAX_BATCH_BYTES = 1536 * 1024
+# 2 x workers batches in flight this bounds the driver's memory. Small ints then come ~150,000 to a
+# batch when packed (PackedValues: ~5 bytes each), ~22,000 when not, and 100 KB values 7 at a time;
+# a fixed item count held 20,000 x 100 KB values as easily. The driver's peak grows by about five
+# budgets on a long run (batches in flight, arriving and being combined): 1.5 MiB grew a 25-MB
+# driver 1.3x from 100,000 to 10,000,000 tiny items; this budget ~1.15x, for ~8% more round trips.
+MAX_BATCH_BYTES = 768 * 1024
 # What a packed piece's pickle adds to its values (protocol, frame, list, stop): 17 bytes for [5],
 # 2,760 for range(1000). Counted as the values', it made one small int look like 17 bytes, and the
 # first batches after a one-item batch 6x smaller than the budget allows.
