@@ -176,7 +176,7 @@ class Backend(abc.ABC):
     shares_memory: ClassVar[bool] = False  # workers see the driver's memory (no copies)
     runs_coroutines: ClassVar[bool] = False  # `fn` is the task's async function, not its plain one
     enforces_timeout: ClassVar[bool] = False  # stops a worker whose item outlives `Batch.timeout`
-    # A smaller bound on a batch's bytes than the engine's ~1.5 MB. Read once start() has run, so a
+    # A smaller bound on a batch's bytes than the engine's 768 KiB. Read once start() has run, so a
     # back-end that hands batches to another (auto, joblib's Ray bridge) may set it there.
     max_batch_bytes: int | None = None
     # True: it deals batches in rounds, one to each worker, and a round lasts as long as its slowest
