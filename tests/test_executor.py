@@ -234,7 +234,7 @@ def test_at_interpreter_exit_submitted_work_finishes_and_later_submits_are_refus
 
 def test_ctrl_c_stops_the_workers_at_once_and_leaves_nothing(tmp_path):
     script = _script(tmp_path, """
-        import os, time
+        import os, signal, time
         import runners
 
         def slow(x):
@@ -243,6 +243,9 @@ def test_ctrl_c_stops_the_workers_at_once_and_leaves_nothing(tmp_path):
             return x
 
         if __name__ == "__main__":
+            # Ctrl-C as at a terminal, however the suite was started: a shell's background job (`&`)
+            # ignores SIGINT, and Python then leaves it ignored in its children, as Unix intends
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             with runners.Executor("multiprocessing", workers=2) as ex:
                 print("running", flush=True)
                 list(ex.map(slow, range(8)))
