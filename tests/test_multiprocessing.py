@@ -42,7 +42,7 @@ def _handler_wakes_while_a_result_waits(monkeypatch, pool_class, **kwargs) -> in
     with pool_class(2, **kwargs) as pool:
         first = pool.apply_async(abs, (-1,), callback=lambda _: release.wait(30))  # runs in the result thread
         second = pool.apply_async(abs, (-2,))
-        time.sleep(0.3)  # both ran: the first's callback holds the result thread, the second waits in the pipe
+        time.sleep(0.3)  # both ran: the first's callback holds the result thread, the second waits unread
         before = len(wakes)
         time.sleep(0.5)
         woke = len(wakes) - before

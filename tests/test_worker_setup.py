@@ -39,12 +39,11 @@ def test_forked_workers_run_one_blas_thread_where_the_driver_runs_several(backen
         from runners import testing
         from threadpoolctl import threadpool_info
 
-        def threads_here(item):
-            return {"pools": [info["num_threads"] for info in threadpool_info()],
-                    "native": len(os.listdir("/proc/self/task")) - threading.active_count()}
-
         def native_threads():
             return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+        def threads_here(item):
+            return {"pools": [info["num_threads"] for info in threadpool_info()], "native": native_threads()}
 
         driver = [info["num_threads"] for info in threadpool_info()]
         record = runners.run(testing.map_task(threads_here), backend=sys.argv[1], workers=2,
