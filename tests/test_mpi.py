@@ -149,6 +149,21 @@ def test_spmd_gets_a_few_whole_rounds_of_equal_batches_and_the_serial_result():
     assert len(rounds) <= MIN_ROUNDS + 1, sizes  # + 1: a cold first measure may bound one
 
 
+def test_spmd_deals_the_next_round_while_a_slower_rank_finishes_this_one():
+    # Rounds of one item each: the root's items take 0.6 s, rank 1's 0.05 s. Behind a barrier at each
+    # round's end, rank 1 would start its next item only as the root's ended; dealt ahead, from the
+    # second round on, rank 1 starts its next item while the root's is still running.
+    ran = runners.run(testing.map_task(testing.timed_sleep), backend="mpi", workers=2, chunksize=1,
+                      params={"items": [0.6, 0.05] * 4}).result  # (pid, start, end) by item
+    root, other = ran[0::2], ran[1::2]
+    assert len({r[0] for r in root}) == 1 and len({r[0] for r in other}) == 1, ran  # batch i on rank i
+    assert root[0][0] != other[0][0], ran
+    for k in (1, 2):  # rounds 2 and 3: rank 1's item of the next round began before the root's ended
+        assert other[k + 1][1] < root[k][2], (k, ran)
+    # the first round is not dealt ahead: the second is sized from its results
+    assert other[1][1] >= root[0][2] - 0.01, ran
+
+
 def test_master_worker_item_failure_in_process_keeps_type_item_and_traceback():
     with pytest.raises(runners.TaskError) as caught:
         runners.run(testing.map_task(testing.raise_on_seven), backend="mpi", workers=2, chunksize=3,

@@ -148,7 +148,7 @@ class MpiBackend(Backend):
         elif self.options.spawn:
             command = mpiexec_command(ranks, ["-m", "runners_mpi", self.options.scheme], *hosts)
             # A job that replaces a lost one keeps its files where the first did (TMPDIR at start-up).
-            self._new_relay = functools.partial(Relay, command, 2 * self.workers, tempfile.gettempdir())
+            self._new_relay = functools.partial(Relay, command, self.workers, tempfile.gettempdir())
             self._relay = self._new_relay()
             self.on_shutdown(lambda: self._relay.close())  # the job of the moment: a lost one is replaced
         else:

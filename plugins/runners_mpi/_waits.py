@@ -71,11 +71,16 @@ def receive(comm: Any, source: int | None, tag: int, deadline: float | None = No
     return (status.Get_source(), arrived[0]) if poll(complete, deadline) else None
 
 
+def wait_sent(requests: list[Any], deadline: float | None = None) -> bool:
+    """Wait until every one of the send `requests` has completed (True), or `deadline` passes (False)."""
+    return poll(lambda: all(request.Test() for request in requests), deadline)
+
+
 def send_all(comm: Any, messages: dict[int, Any], tag: int, deadline: float | None) -> dict[int, Any]:
     """Send each rank its message; the requests of those that had not gone by `deadline`, by rank (keep
     them: a request dropped before it completes frees the buffer that MPI is still sending)."""
     requests = {rank: comm.isend(message, dest=rank, tag=tag) for rank, message in messages.items()}
-    poll(lambda: all(request.Test() for request in requests.values()), deadline)
+    wait_sent(list(requests.values()), deadline)
     return {rank: request for rank, request in requests.items() if not request.Test()}
 
 

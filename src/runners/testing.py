@@ -116,6 +116,13 @@ def sleep_seconds(item: float) -> float:
     return item
 
 
+def timed_sleep(item: float) -> tuple[int, float, float]:
+    """Sleep `item` seconds; return where and when it ran: (pid, start, end) in wall-clock seconds."""
+    start = time.time()
+    time.sleep(item)
+    return os.getpid(), start, time.time()
+
+
 def _explode_on_load() -> None:
     raise ValueError("this argument refuses to be unpickled")
 
