@@ -179,11 +179,12 @@ class Backend(abc.ABC):
     # A smaller bound on a batch's bytes than the engine's 768 KiB. Read once start() has run, so a
     # back-end that hands batches to another (auto, joblib's Ray bridge) may set it there.
     max_batch_bytes: int | None = None
-    # True: it deals batches in rounds, one to each worker, and a round lasts as long as its slowest
-    # batch (mpi's spmd scheme), where a pool hands the next batch to whichever worker is free. A
-    # smaller batch then saves nothing and an extra round costs a whole round trip, so the engine
-    # cuts each round's batches alike and the last items into whole rounds instead of a shrinking
-    # tail. Read once start() has run, like max_batch_bytes (a back-end may set it by its options).
+    # True: it deals batches in rounds, one to each worker in turn (mpi's spmd scheme: batch i of a
+    # round to rank i), where a pool hands the next batch to whichever worker is free. Each worker's
+    # share is then fixed by the dealing: a smaller batch balances nothing (its worker only idles
+    # sooner) and an extra round adds its batches' costs, so the engine cuts each round's batches
+    # alike and the last items into whole rounds instead of a shrinking tail. Read once start() has
+    # run, like max_batch_bytes (a back-end may set it by its options).
     runs_in_rounds: bool = False
 
     # -- What it guarantees when things go wrong: runners.testing.BackendSuite checks each ----------

@@ -49,8 +49,8 @@ class Batcher:
     Whatever their cost, batches hold at most `max_bytes` of items and values (measured on samples,
     or on the packed values as they wait in the driver).
 
-    `rounds`: the back-end runs batches in rounds of one per worker (`Backend.runs_in_rounds`), each
-    as long as its slowest: a round's batches are cut alike, and the items into a few whole rounds.
+    `rounds`: the back-end deals batches in rounds, one to each worker in turn
+    (`Backend.runs_in_rounds`): a round's batches are cut alike, and the items into a few whole rounds.
     """
 
     def __init__(self, items: Sequence[Any] | Iterable[Any], fn: Any, workers: int,
@@ -148,11 +148,11 @@ class Batcher:
 
     def _round_size(self, measured: float) -> int:
         """In rounds, the size of each batch of the round that starts now: a smaller one than the
-        round's largest would only wait for it. Equal batches balance a round by themselves, so the
-        target that keeps a pool's batches short enough to balance does not apply: a batch holds what
-        cuts the items into MIN_ROUNDS rounds, within the byte budget and ROUND_BATCH_SECONDS, and the
-        items left are shared out into whole rounds (a shrinking tail would only add rounds, each a
-        round trip)."""
+        round's largest balances nothing, since the dealing fixes each worker's share. Equal batches
+        balance a round by themselves, so the target that keeps a pool's batches short enough to
+        balance does not apply: a batch holds what cuts the items into MIN_ROUNDS rounds, within the
+        byte budget and ROUND_BATCH_SECONDS, and the items left are shared out into whole rounds (a
+        shrinking tail would only add rounds, each with its batches' costs)."""
         size = min(int(ROUND_BATCH_SECONDS / max(measured, 1e-9)), self._most())
         if self.total is not None:
             size = min(size, math.ceil(self.total / (self.workers * MIN_ROUNDS)))
