@@ -134,8 +134,8 @@ def test_master_worker_scheme_in_process_equals_serial(task):
 
 
 def test_spmd_gets_a_few_whole_rounds_of_equal_batches_and_the_serial_result():
-    # spmd deals one batch per rank per round, each round as long as its slowest batch: its batches
-    # come back a round at a time, alike within each, in a few rounds (not a pool's shrinking tail).
+    # spmd deals one batch per rank per round, which fixes each rank's share: its batches come back a
+    # round at a time, alike within each, in a few rounds (not a pool's shrinking tail).
     n = 400_000
     sizes: list[int] = []
     record = runners.run("tiny", backend="mpi", workers=2, params={"n": n}, progress=sizes.append)
