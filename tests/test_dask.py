@@ -234,6 +234,26 @@ def test_bind_puts_the_scheduler_and_workers_on_that_address_and_warns_once():
     assert not still, f"still listening after the run: {still}"
 
 
+def profile_samples(seconds: float) -> int:
+    """Spin for `seconds` in a dask worker; the stack samples its profiler has taken so far."""
+    from distributed import get_worker
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return get_worker().profile_recent["count"]
+
+
+@pytest.mark.parametrize("dashboard", [None, "127.0.0.1:0"])
+def test_workers_sample_their_stacks_only_when_a_dashboard_can_show_them(dashboard):
+    # dask's workers sample their stacks every 10 ms, beside the items, for the dashboard's profile
+    # page; without one, nobody sees those samples.
+    options = {"dashboard": dashboard} if dashboard else {}
+    samples = runners.run(testing.map_task(profile_samples), backend="dask", workers=1,
+                          params={"items": [0.5]}, options=options).result[0]
+    assert (samples > 0) == (dashboard is not None), samples
+
+
 def test_by_default_everything_listens_on_loopback_only_and_nothing_is_said():
     done, listened = exec_watching_sockets(*PI_ARGS)
     assert done.returncode == 0, done.stderr

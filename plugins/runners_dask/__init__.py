@@ -52,7 +52,8 @@ class DaskOptions:
                             "process (no pickling, but the GIL)")
     in_flight: int | None = param(None, min=1, help="batches submitted at a time; null: 2 per worker thread")
     dashboard: str | None = param(None, help="serve the LocalCluster's dashboard at this address, "
-                                  "such as 127.0.0.1:8787; null: no dashboard")
+                                  "such as 127.0.0.1:8787, and profile its workers for it; null: no "
+                                  "dashboard, no profiling")
     bind: str = param(LOOPBACK, help="address of this machine the LocalCluster's scheduler and workers "
                       "listen on; any other (a LAN address, 0.0.0.0 for all) lets anyone who reaches it "
                       "run code here: plain tcp:// has no authentication (a warning says so)")
@@ -148,7 +149,10 @@ class DaskBackend(Backend):
         # TMPDIR/dask-scratch-space, is left behind.
         temp = scratch_folder("dask")
         self.on_shutdown(shutil.rmtree, temp, ignore_errors=True)
+        # Workers sample their own stacks every 10 ms, beside the items, for the dashboard's profile
+        # page: no dashboard, no sampling.
         with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                              "distributed.worker.profile.enabled": self.options.dashboard is not None,
                               "temporary-directory": temp}):  # the scheduler's scratch space
             self._cluster = LocalCluster(local_directory=temp,
                 n_workers=self.workers, threads_per_worker=1, processes=self.options.processes,
