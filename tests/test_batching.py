@@ -7,6 +7,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 import pytest
 from runners_tasks.tiny import add_one
@@ -246,6 +247,35 @@ def test_the_item_cost_follows_large_batches_not_the_first_slow_item():
     sizes = batch_sizes_on(0.0, 400_000)
     assert sizes[0] == 1
     assert max(sizes[:5]) >= 1_000, sizes
+
+
+def unmeasured_sizes(items, count: int, workers: int = 2) -> list[int]:
+    """The sizes of the first `count` batches when none of them has come back."""
+    batcher = Batcher(items, add_one, workers=workers, chunksize=None)
+    return [len(batch.items) for batch in islice(batcher, count)]
+
+
+def test_batches_handed_out_ahead_of_any_result_grow_up_to_the_rule_of_thumb():
+    # A window of one-item batches (what a pool's in-flight loop asks for before a result), then,
+    # asked for more with nothing back, doubling to len // (workers * 4): 1,000 // 8 = 125.
+    assert unmeasured_sizes(range(1000), 12) == [1, 1, 1, 1, 2, 4, 8, 16, 32, 64, 125, 125]
+    assert unmeasured_sizes(range(1000), 10, workers=3)[:8] == [1] * 6 + [2, 4]
+    assert unmeasured_sizes(range(10), 8) == [1] * 8  # the rule gives 1: nothing to grow to
+    assert unmeasured_sizes(iter(range(1000)), 12) == [1] * 12  # count unknown: no rule, no growth
+    # and every item is handed out once, in order
+    assert [i for b in Batcher(range(1000), add_one, workers=2, chunksize=None) for i in b.items] == \
+        list(range(1000))
+
+
+@pytest.mark.skipif("joblib" not in installed_backends(), reason="needs runners[joblib]")
+def test_joblib_which_asks_for_work_ahead_of_its_results_gets_few_one_item_batches():
+    # joblib's dispatch thread asks for a batch as each one ends, while its result loop, which the
+    # engine learns from, polls every 10 ms: one-item batches of tiny went out 26-30 at a time.
+    sizes: list[int] = []
+    record = runners.run("tiny", backend="joblib", workers=2, params={"n": 1_000_000}, progress=sizes.append)
+    assert record.check.ok
+    assert sizes.count(1) <= 2 * 2, sizes
+    assert len(sizes) <= 40, sizes
 
 
 def test_a_packed_value_is_sized_without_its_pickle_framing():

@@ -132,7 +132,7 @@ class Batcher:
                 self.round_size = 1 if measured is None else self._round_size(measured)
             return self.round_size or 1
         if measured is None:
-            return 1
+            return self._unmeasured_size()
         cost = max(measured, 1e-9)
         least = max(MIN_BATCH_SECONDS, OVERHEAD_MULTIPLE * (self.overhead or 0.0))
         size = int(TARGET_BATCH_SECONDS / cost)  # `least` only stops the shrinking: never above this
@@ -141,6 +141,20 @@ class Batcher:
             balanced = max(math.ceil(remaining / (2 * self.workers)), int(least / cost))
             size = min(size, balanced)
         return max(1, min(size, self._most()))
+
+    def _unmeasured_size(self) -> int:
+        """Before any batch has come back: one item each for the first 2 x workers batches (what the
+        engine's in-flight loop hands out before a result), then doubling, up to the rule of thumb
+        `len // (workers * 4)`. More batches than that with nothing back means the back-end asks for
+        work faster than its results reach the engine, so the items are cheap beside that lag:
+        joblib's dispatch thread runs ahead of its result loop, which polls every 10 ms, and 26-30
+        one-item batches of tiny went out before the first result, then batches sized from those
+        cold one-item calls (12x an item's cost)."""
+        beyond = self.count - 2 * self.workers
+        if beyond < 0 or self.total is None:
+            return 1
+        rule = max(1, self.total // (self.workers * 4))
+        return max(1, min(2 ** min(beyond + 1, 40), rule, self._most()))
 
     def _most(self) -> int:
         """The most items a batch may hold for its bytes."""
