@@ -118,7 +118,7 @@ class Spmd:
     No dispatcher rank. From the second round on, the root deals the next round before it runs its own
     batch of this one, and then takes this round's results: a rank that finishes its batch starts the
     next at once, instead of waiting for the round's slowest batch and the next round's dealing (pi's
-    compute: 0.96x the time with a barrier at each round's end, benchmarks/README.md). The root takes
+    compute: 0.94-0.96x the time with a barrier at each round's end, benchmarks/README.md). The root takes
     results only between its own batches, so a large result (one that MPI sends only as the root takes
     it) is taken as the round ends, not a batch later. Each round is sized from the results of all but
     the round before it; the second from the first's, so that it is not one item a batch again.
@@ -154,7 +154,8 @@ class Spmd:
                 # round's end): an error is seen, and fail-fast stops the job, without waiting for
                 # the round's slowest batch.
                 yield run_here(own)
-                while any(count > (rank in ahead) for rank, count in owing.items()):  # this round's
+                # this round's results: a rank dealt the next round still owes that one
+                while any(count > (1 if rank in ahead else 0) for rank, count in owing.items()):
                     yield self._result(owing)
                 if first:
                     following, _ = self._deal(pending, owing, unsent)
