@@ -38,11 +38,20 @@ def _handler_wakes_while_a_result_waits(monkeypatch, pool_class, **kwargs) -> in
     real = multiprocessing.pool.Pool._wait_for_updates
     monkeypatch.setattr(multiprocessing.pool.Pool, "_wait_for_updates",
                         staticmethod(lambda *args, **kw: wakes.append(1) or real(*args, **kw)))
-    release = threading.Event()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(_: object) -> None:  # runs in the result thread, which reads no result meanwhile
+        holding.set()
+        release.wait(30)
+
     with pool_class(2, **kwargs) as pool:
-        first = pool.apply_async(abs, (-1,), callback=lambda _: release.wait(30))  # runs in the result thread
+        # In this order, and waited for: the first's callback holds the result thread, then the
+        # second's result waits in the pipe unread. (Sent together and slept on, the second could
+        # finish first and be read, leaving nothing unread: a plain Pool then woke 0 times.)
+        first = pool.apply_async(abs, (-1,), callback=hold)
+        assert holding.wait(30)
         second = pool.apply_async(abs, (-2,))
-        time.sleep(0.3)  # both ran: the first's callback holds the result thread, the second waits unread
+        assert pool._outqueue._reader.poll(30)
         before = len(wakes)
         time.sleep(0.5)
         woke = len(wakes) - before
