@@ -14,32 +14,27 @@ mpi4py), for the whole call and for the compute phase (raw mpi4py's: from a barr
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import arguments, headroom, wait_for_quiet
-from runners_mpi import mpiexec_command
+from peers import WORKERS, WORKLOADS, mpi_by_hand
 
 import runners
 
-PARAMS = {"pi": {"samples": 8_000_000, "item_samples": 500_000}, "tiny": {"n": 1_000_000},
-          "primes": {"start": 100_000, "stop": 200_000}, "factorize": {}}  # peers.py's workloads
-BY_HAND = Path(__file__).with_name("_mpi_by_hand.py")
 
-
-def through_runners(task: str, tree: Path | None) -> tuple[float, float]:
+def through_runners(task: str, params: dict[str, Any], tree: Path | None) -> tuple[float, float]:
     """(wall, compute) seconds; the job's ranks run `tree`'s code (None: this tree's)."""
     saved = sys.path[:]
     if tree is not None:  # the job's ranks get this process's sys.path as PYTHONPATH
         sys.path[:0] = [str(tree / "src"), str(tree / "plugins")]
     try:
         began = time.perf_counter()
-        record = runners.run(task, backend="mpi", workers=2, params=PARAMS[task])
+        record = runners.run(task, backend="mpi", workers=WORKERS, params=params)
         wall = time.perf_counter() - began
     finally:
         sys.path[:] = saved
@@ -47,25 +42,26 @@ def through_runners(task: str, tree: Path | None) -> tuple[float, float]:
     return wall, record.timings.compute
 
 
-def by_hand(task: str) -> tuple[float, float]:
-    command = mpiexec_command(2, [str(BY_HAND), task, json.dumps(PARAMS[task])])
+def by_hand(task: str, params: dict[str, Any]) -> tuple[float, float]:
     began = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
-    return time.perf_counter() - began, json.loads(done.stdout)["seconds"]
+    seconds = mpi_by_hand(task, params)["seconds"]
+    return time.perf_counter() - began, seconds
 
 
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("tree", type=Path, help="a checkout of the other revision (git worktree add)")
-    parser.add_argument("--task", default="pi", choices=sorted(PARAMS))
+    parser.add_argument("--task", default="pi", choices=sorted(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=16)
     options = parser.parse_args()
     if not (options.tree / "plugins" / "runners_mpi").is_dir():
         parser.error(f"{options.tree}: not a checkout of runners (no plugins/runners_mpi)")
     wait_for_quiet(options.max_load)
-    contenders = {"this tree": lambda: through_runners(options.task, None),
-                  "other tree": lambda: through_runners(options.task, options.tree),
-                  "raw mpi4py": lambda: by_hand(options.task)}
+    task, params, quick = WORKLOADS[options.task]  # peers.py's workloads
+    params = quick if options.quick else params
+    contenders = {"this tree": lambda: through_runners(task, params, None),
+                  "other tree": lambda: through_runners(task, params, options.tree),
+                  "raw mpi4py": lambda: by_hand(task, params)}
     for run in contenders.values():  # warm-up: files cached, nothing measured
         run()
     seen: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}

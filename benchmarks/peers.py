@@ -152,11 +152,17 @@ def dask_raw(w: Workload) -> Any:
 
 
 def mpi_raw(w: Workload) -> Any:
+    return mpi_by_hand(w.task.name, w.raw)["result"]
+
+
+def mpi_by_hand(task: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The textbook scatter/gather of `task`'s items on WORKERS ranks, a whole mpiexec job: what it
+    printed, {"seconds": compute from a barrier after start-up, "result": ...}."""
     from runners_mpi import mpiexec_command
 
-    command = mpiexec_command(WORKERS, [str(BY_HAND_MPI), w.task.name, json.dumps(w.raw)])
+    command = mpiexec_command(WORKERS, [str(BY_HAND_MPI), task, json.dumps(raw)])
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(done.stdout)["result"]
+    return json.loads(done.stdout)
 
 
 def through_runners(backend: str) -> Callable[[Workload], Any]:
