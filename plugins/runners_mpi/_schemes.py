@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any
@@ -139,17 +139,14 @@ class Spmd:
     def run(self, batches: Work) -> Iterator[BatchResult]:
         pending = iter(batches)
         owing: dict[int, int] = {}  # rank -> results it still owes
-        unsent: list[BatchResult] = []  # batches that could not travel: their failures, at once
         try:
-            own, _ = self._deal(pending, owing, unsent)
+            own, _ = yield from self._deal(pending, owing)
             ahead: set[int] = set()  # the ranks that hold a batch of the round dealt ahead
             first = True
             while own is not None:
                 following = None
                 if not first:
-                    following, ahead = self._deal(pending, owing, unsent)
-                yield from unsent
-                unsent.clear()
+                    following, ahead = yield from self._deal(pending, owing)
                 # The root's own result first and the others as they come (not one gather at the
                 # round's end): an error is seen, and fail-fast stops the job, without waiting for
                 # the round's slowest batch.
@@ -158,9 +155,7 @@ class Spmd:
                 while any(count > (1 if rank in ahead else 0) for rank, count in owing.items()):
                     yield self._result(owing)
                 if first:
-                    following, _ = self._deal(pending, owing, unsent)
-                    yield from unsent
-                    unsent.clear()
+                    following, _ = yield from self._deal(pending, owing)
                     first = False
                 own = following
             wait_sent(self._sends)  # done: every rank answered
@@ -170,17 +165,17 @@ class Spmd:
                 settle(owing, late[0])
             self.silent += sorted(owing)
 
-    def _deal(self, pending: Iterator[Batch | Parcel], owing: dict[int, int],
-              unsent: list[BatchResult]) -> tuple[Parcel | None, set[int]]:
+    def _deal(self, pending: Iterator[Batch | Parcel],
+              owing: dict[int, int]) -> Generator[BatchResult, None, tuple[Parcel | None, set[int]]]:
         """Send the next round's batches to ranks 1.. and return the root's (None: no more rounds) and
-        the ranks sent one. A batch that cannot be pickled goes to `unsent` as its failure."""
+        the ranks sent one; yields the failure of each batch that cannot be pickled, at once."""
         while round_ := list(islice(pending, self.workers)):
             parcels: list[Parcel] = []
             for batch in round_:
                 try:
                     parcels.append(parcel_of(batch))
                 except Exception as exc:  # noqa: BLE001 - it cannot travel: its failure, at once
-                    unsent.append(transport_failure(batch, exc, "mpi"))
+                    yield transport_failure(batch, exc, "mpi")
             if not parcels:
                 continue
             # kept until they complete: dropped, MPI would send freed memory
