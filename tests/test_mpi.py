@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import socket
 import sys
 import textwrap
 import time
 import types
 from pathlib import Path
 
+import psutil
 import pytest
 
 import runners
@@ -162,6 +165,31 @@ def test_spmd_deals_the_next_round_while_a_slower_rank_finishes_this_one():
         assert other[k + 1][1] < root[k][2], (k, ran)
     # the first round is not dealt ahead: the second is sized from its results
     assert other[1][1] >= root[0][2] - 0.01, ran
+
+
+def loopback_links(_: object) -> list[tuple[tuple, tuple, bool]]:
+    """This process's TCP connections: (its address, its peer's, whether each message leaves at once)."""
+    links = []
+    for link in psutil.Process().net_connections("tcp"):
+        if link.raddr and link.status == psutil.CONN_ESTABLISHED:
+            with socket.socket(fileno=os.dup(link.fd)) as sock:
+                nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            links.append((tuple(link.laddr), tuple(link.raddr), bool(nodelay)))
+    return links
+
+
+def test_the_relay_to_a_spawned_job_sends_each_message_at_once_both_ways():
+    # With Nagle's algorithm (TCP's default) a small message sent while the last one is unacknowledged
+    # waits for that ack, which the other end delays by up to 40 ms: each pass's first batches reached
+    # rank 0 40 ms late, and its last results reached the driver 23 ms late.
+    task = testing.map_task(loopback_links)
+    with runners.plan(runners.Job(task, backend="mpi", workers=2)).make_backend() as backend:
+        job = runners.plan(runners.Job(task, backend="mpi", workers=2, chunksize=1, params={"items": [0, 0]}))
+        rank0 = runners.run_on(backend, job).result[0]  # batch 0 of a round runs on rank 0
+        driver = loopback_links(None)
+    relay = [(ours, theirs) for here, there, ours in driver for there_, here_, theirs in rank0
+             if (here, there) == (here_, there_)]
+    assert relay == [(True, True)], (driver, rank0)
 
 
 def test_master_worker_item_failure_in_process_keeps_type_item_and_traceback():

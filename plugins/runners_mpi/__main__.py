@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from multiprocessing.connection import Client, Connection
+from multiprocessing.connection import Connection
 
 from runners.backend import Arrivals
 
 from . import MpiBackend, MpiOptions, launcher_rank
-from ._relay import ADDRESS, AUTHKEY
+from ._relay import ADDRESS, AUTHKEY, connect
 
 
 def read_all(conn: Connection, inbox: Arrivals) -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     authkey = bytes.fromhex(os.environ.pop(AUTHKEY))
     backend = MpiBackend(MpiOptions(scheme=sys.argv[1], spawn=False))
     # Rank 0 connects first, before MPI starts: the driver's task files go to every rank at start-up.
-    conn = Client((host, int(port)), authkey=authkey) if launcher_rank() == 0 else None
+    conn = connect((host, int(port)), authkey) if launcher_rank() == 0 else None
     if conn is not None:
         backend.shipped = conn.recv()
     with backend:  # worker ranks stay in here

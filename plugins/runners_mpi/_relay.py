@@ -114,8 +114,7 @@ class Relay(Handles[int]):
                 break
             except TimeoutError:
                 self._starting(deadline)
-        sock.setblocking(True)
-        conn = Connection(sock.detach())
+        conn = unbuffered(sock)
         deliver_challenge(conn, authkey)
         answer_challenge(conn, authkey)
         return conn
@@ -246,6 +245,24 @@ class Relay(Handles[int]):
             if self._wait(10) is None:
                 self.process.kill()
         self.process.wait()
+
+
+def connect(address: tuple[str, int], authkey: bytes) -> Connection:
+    """Rank 0's end of the relay (multiprocessing's `Client`, with the same handshake, unbuffered)."""
+    conn = unbuffered(socket.create_connection(address))
+    answer_challenge(conn, authkey)
+    deliver_challenge(conn, authkey)
+    return conn
+
+
+def unbuffered(sock: socket.socket) -> Connection:
+    """`sock` as a Connection whose messages leave at once. With Nagle's algorithm on (TCP's default),
+    a small message sent while the last one is unacknowledged waits for that ack, which the other end
+    delays by up to 40 ms: measured, a pass's first batches reached rank 0 40 ms late (after "again"),
+    and the last results reached the driver 23 ms late, in every pass."""
+    sock.setblocking(True)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return Connection(sock.detach())
 
 
 class FirstRoundFirst:
