@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -190,6 +191,24 @@ def test_the_relay_to_a_spawned_job_sends_each_message_at_once_both_ways():
     relay = [(ours, theirs) for here, there, ours in driver for there_, here_, theirs in rank0
              if (here, there) == (here_, there_)]
     assert relay == [(True, True)], (driver, rank0)
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "without-pidfd"])
+def test_the_relay_tells_a_job_that_exits_from_one_that_runs_on_and_leaves_no_descriptor(pidfd, monkeypatch):
+    from runners_mpi._relay import exited
+
+    if not pidfd:  # not Linux, or older than 5.3: Popen.wait's own polling
+        monkeypatch.delattr(os, "pidfd_open")
+    fds = len(os.listdir("/proc/self/fd"))
+    job = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(0.3); sys.exit(3)"])
+    try:
+        assert not exited(job, 0.05) and job.returncode is None  # still running: not reaped either
+        assert exited(job, 30) and job.returncode == 3
+        assert exited(job, 0)  # and again, once reaped
+    finally:
+        job.kill()
+        job.wait()
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 def test_master_worker_item_failure_in_process_keeps_type_item_and_traceback():

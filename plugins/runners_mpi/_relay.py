@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -232,10 +233,9 @@ class Relay(Handles[int]):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _wait(self, seconds: float) -> int | None:
-        try:
-            code = self.process.wait(seconds)
-        except subprocess.TimeoutExpired:
+        if not exited(self.process, seconds):
             return None
+        code = self.process.wait()
         self._output.join(1.0)  # what the job printed last, before anyone reads its exit
         return code
 
@@ -245,6 +245,26 @@ class Relay(Handles[int]):
             if self._wait(10) is None:
                 self.process.kill()
         self.process.wait()
+
+
+def exited(process: subprocess.Popen, seconds: float) -> bool:
+    """Whether `process` exits within `seconds`, seen as it does. Popen.wait(timeout) sleeps up to 50 ms
+    between looks: measured, half the spawned jobs' shutdowns took 50 ms longer than the job did."""
+    if process.poll() is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(process.pid)  # readable once the process has exited (Linux 5.3+)
+    except (AttributeError, OSError):
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        select.select([pidfd], [], [], seconds)
+    finally:
+        os.close(pidfd)
+    return process.poll() is not None
 
 
 def connect(address: tuple[str, int], authkey: bytes) -> Connection:
