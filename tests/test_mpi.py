@@ -211,6 +211,28 @@ def test_the_relay_tells_a_job_that_exits_from_one_that_runs_on_and_leaves_no_de
     assert len(os.listdir("/proc/self/fd")) == fds
 
 
+def test_a_rank_looks_again_within_a_millisecond_early_in_a_wait_and_within_5_ms_later(monkeypatch):
+    # Waits inside a run are short (one rank's batch ending a few ms after another's), and each pause
+    # is a message's added latency: capped at 5 ms from the start, tiny 1M's compute took 1.25x longer.
+    from runners_mpi import _waits
+
+    clock = [100.0]
+    pauses: list[tuple[float, float]] = []  # (seconds into the wait, pause)
+
+    def sleep(seconds: float) -> None:
+        pauses.append((clock[0] - 100.0, seconds))
+        clock[0] += seconds
+
+    monkeypatch.setattr(_waits.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_waits.time, "sleep", sleep)
+    assert _waits.poll(lambda: clock[0] >= 100.5)
+    early = [p for at, p in pauses if at < _waits.BRISK_SECONDS]
+    late = [p for at, p in pauses if at >= _waits.BRISK_SECONDS + _waits.POLL_SECONDS]
+    assert early[0] <= 0.0001 and max(early) == _waits.BRISK_PAUSE == 0.001, pauses
+    assert max(late) == min(late[1:]) == _waits.POLL_SECONDS == 0.005, pauses
+    assert not _waits.poll(lambda: False, deadline=clock[0] + 0.05)  # a deadline still ends it
+
+
 def test_master_worker_item_failure_in_process_keeps_type_item_and_traceback():
     with pytest.raises(runners.TaskError) as caught:
         runners.run(testing.map_task(testing.raise_on_seven), backend="mpi", workers=2, chunksize=3,

@@ -24,6 +24,9 @@ from ._shm import remove_segments
 from ._sweeper import mapped
 
 POLL_SECONDS = 0.005  # the longest pause between looks: a message's added latency, at most
+# ... once a wait has gone on for BRISK_SECONDS; until then a pause is BRISK_PAUSE at most, as the
+# waits inside a run are short (a rank's batch ending a few ms after another's)
+BRISK_SECONDS, BRISK_PAUSE = 0.1, 0.001
 ARRIVE_TAG, GO_TAG = 21, 22
 # Start-up: a rank that has not arrived this long after rank 0 (or as long again as rank 0 took to
 # start, if longer: ranks launched together take about as long) failed before MPI started, most
@@ -34,11 +37,13 @@ ARRIVE_SECONDS = 3.0
 def poll(ready: Callable[[], bool], deadline: float | None = None) -> bool:
     """Call `ready` with growing pauses until it is true (True), or `deadline` passes (False)."""
     pause = 0.0001
+    brisk_until = time.monotonic() + BRISK_SECONDS
     while not ready():
-        if deadline is not None and time.monotonic() >= deadline:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
             return False
         time.sleep(pause)
-        pause = min(2 * pause, POLL_SECONDS)
+        pause = min(2 * pause, BRISK_PAUSE if now < brisk_until else POLL_SECONDS)
     return True
 
 
