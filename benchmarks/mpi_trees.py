@@ -1,21 +1,27 @@
-"""The mpi back-end's ranks from this tree against another tree's, and raw mpi4py, side by side.
+"""The mpi back-end of this tree against another tree's, and raw mpi4py, side by side.
 
     git worktree add /tmp/before REV
     .venv/bin/python benchmarks/mpi_trees.py /tmp/before --task pi --rounds 16
 
-A change to how the job's ranks work (`plugins/runners_mpi`, `src/runners`) is measured in one
-process: every round runs `runners.run(task, backend="mpi", workers=2)` with this tree's ranks and
-with the other tree's (its `src` and `plugins` first on the path that the job's ranks get), and the
-hand-written scatter/gather (`_mpi_by_hand.py`), in a shuffled order after measuring the 2-process
-headroom. The driver's own code is this tree's in both. Printed: each round's wall and compute
-seconds, then medians and the medians of the paired ratios (this tree / other tree, and each / raw
-mpi4py), for the whole call and for the compute phase (raw mpi4py's: from a barrier after start-up).
+A change to the mpi back-end (`plugins/runners_mpi`, `src/runners`) is measured in one process: every
+round runs `runners.run(task, backend="mpi", workers=2)` with this tree's code and with the other
+tree's, each in a Python of its own whose `sys.path` starts with that tree's `src` and `plugins` (the
+driver's end and the job's ranks both: the ranks get the driver's `sys.path`), timed there around the
+call with the back-end's plugin and the task already imported; and the hand-written scatter/gather
+(`_mpi_by_hand.py`), a whole mpiexec job. They run in a shuffled order after measuring the 2-process
+headroom. Printed: each round's wall and compute seconds, then medians and the medians of the paired
+ratios (this tree / other tree, and each / raw mpi4py), for the whole call and for the compute phase
+(raw mpi4py's: from a barrier after start-up, with the task's module imported, where runners' ranks
+import it in their first batch: compare whole calls with raw mpi4py).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,22 +30,31 @@ from typing import Any
 from _common import arguments, headroom, wait_for_quiet
 from peers import WORKERS, WORKLOADS, mpi_by_hand
 
+HERE = Path(__file__).resolve().parent.parent  # this tree
+
+
+# Run in a fresh Python with a tree's code first on sys.path: prints [wall, compute] of one call.
+ONE_CALL = """
+import json, sys, time
 import runners
+task, params = sys.argv[1], json.loads(sys.argv[2])
+runners.load_backend("mpi"), runners.load_task(task)  # imported before the clock, as in a warm driver
+began = time.perf_counter()
+record = runners.run(task, backend="mpi", workers=int(sys.argv[3]), params=params)
+wall = time.perf_counter() - began
+assert record.check.ok, record.check.detail
+print(json.dumps([wall, record.timings.compute]))
+"""
 
 
-def through_runners(task: str, params: dict[str, Any], tree: Path | None) -> tuple[float, float]:
-    """(wall, compute) seconds; the job's ranks run `tree`'s code (None: this tree's)."""
-    saved = sys.path[:]
-    if tree is not None:  # the job's ranks get this process's sys.path as PYTHONPATH
-        sys.path[:0] = [str(tree / "src"), str(tree / "plugins")]
-    try:
-        began = time.perf_counter()
-        record = runners.run(task, backend="mpi", workers=WORKERS, params=params)
-        wall = time.perf_counter() - began
-    finally:
-        sys.path[:] = saved
-    assert record.check.ok, record.check.detail
-    return wall, record.timings.compute
+def through_runners(task: str, params: dict[str, Any], tree: Path) -> tuple[float, float]:
+    """(wall, compute) seconds of one call with `tree`'s code, driver and ranks."""
+    path = [str(tree / "src"), str(tree / "plugins"), *(p for p in sys.path if p)]
+    done = subprocess.run([sys.executable, "-c", ONE_CALL, task, json.dumps(params), str(WORKERS)],
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
+                          capture_output=True, text=True, timeout=600, check=True)
+    wall, compute = json.loads(done.stdout.splitlines()[-1])
+    return wall, compute
 
 
 def by_hand(task: str, params: dict[str, Any]) -> tuple[float, float]:
@@ -59,7 +74,7 @@ def main() -> None:
     wait_for_quiet(options.max_load)
     task, params, quick = WORKLOADS[options.task]  # peers.py's workloads
     params = quick if options.quick else params
-    contenders = {"this tree": lambda: through_runners(task, params, None),
+    contenders = {"this tree": lambda: through_runners(task, params, HERE),
                   "other tree": lambda: through_runners(task, params, options.tree),
                   "raw mpi4py": lambda: by_hand(task, params)}
     for run in contenders.values():  # warm-up: files cached, nothing measured
