@@ -234,24 +234,30 @@ def test_bind_puts_the_scheduler_and_workers_on_that_address_and_warns_once():
     assert not still, f"still listening after the run: {still}"
 
 
-def profile_samples(seconds: float) -> int:
-    """Spin for `seconds` in a dask worker; the stack samples its profiler has taken so far."""
+def busy_worker_chores(seconds: float) -> tuple[int, int]:
+    """Spin for `seconds` in a dask worker: the stack samples its profiler took meanwhile, and the
+    times its event loop was timed (dask's tick, counted by `Server._tick_counter`)."""
     from distributed import get_worker
 
+    worker = get_worker()
+    samples, ticks = worker.profile_recent["count"], worker._tick_counter
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
-    return get_worker().profile_recent["count"]
+    return worker.profile_recent["count"] - samples, worker._tick_counter - ticks
 
 
 @pytest.mark.parametrize("dashboard", [None, "127.0.0.1:0"])
-def test_workers_sample_their_stacks_only_when_a_dashboard_can_show_them(dashboard):
+def test_workers_do_the_dashboards_chores_only_when_a_dashboard_can_show_them(dashboard):
     # dask's workers sample their stacks every 10 ms, beside the items, for the dashboard's profile
-    # page; without one, nobody sees those samples.
+    # page, and time their event loop every 20 ms for its metrics; without one, nobody sees those.
     options = {"dashboard": dashboard} if dashboard else {}
-    samples = runners.run(testing.map_task(profile_samples), backend="dask", workers=1,
-                          params={"items": [0.5]}, options=options).result[0]
-    assert (samples > 0) == (dashboard is not None), samples
+    samples, ticks = runners.run(testing.map_task(busy_worker_chores), backend="dask", workers=1,
+                                 params={"items": [0.6]}, options=options).result[0]
+    if dashboard:
+        assert samples > 5 and ticks > 5, (samples, ticks)
+    else:  # a tick a second still warns of a loop stuck for 3 s
+        assert samples == 0 and ticks <= 1, (samples, ticks)
 
 
 def test_by_default_everything_listens_on_loopback_only_and_nothing_is_said():
