@@ -3,7 +3,7 @@
     git worktree add /tmp/before REV
     .venv/bin/python benchmarks/mpi_trees.py /tmp/before --task pi --rounds 16
 
-A change to the mpi back-end (`plugins/runners_mpi`, `src/runners`) is measured in one process: every
+A change to the mpi back-end (`plugins/runners_mpi`, `src/runners`) is measured side by side: every
 round runs `runners.run(task, backend="mpi", workers=2)` with this tree's code and with the other
 tree's, each in a Python of its own whose `sys.path` starts with that tree's `src` and `plugins` (the
 driver's end and the job's ranks both: the ranks get the driver's `sys.path`), timed there around the
@@ -52,7 +52,9 @@ def through_runners(task: str, params: dict[str, Any], tree: Path) -> tuple[floa
     path = [str(tree / "src"), str(tree / "plugins"), *(p for p in sys.path if p)]
     done = subprocess.run([sys.executable, "-c", ONE_CALL, task, json.dumps(params), str(WORKERS)],
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
-                          capture_output=True, text=True, timeout=600, check=True)
+                          capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: runners.run failed (exit {done.returncode}):\n{done.stderr}")
     wall, compute = json.loads(done.stdout.splitlines()[-1])
     return wall, compute
 

@@ -7,6 +7,7 @@ in-process path (`runners.run(..., backend="mpi")`, which starts its own mpiexec
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -198,17 +199,27 @@ def test_the_relay_tells_a_job_that_exits_from_one_that_runs_on_and_leaves_no_de
     from runners_mpi._relay import exited
 
     if not pidfd:  # not Linux, or older than 5.3: Popen.wait's own polling
-        monkeypatch.delattr(os, "pidfd_open")
-    fds = len(os.listdir("/proc/self/fd"))
-    job = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(0.3); sys.exit(3)"])
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+
+    def pidfds() -> int:
+        found = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                found += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+        return found
+
+    before = pidfds()
+    job = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(3)"],
+                           stdin=subprocess.PIPE)
     try:
         assert not exited(job, 0.05) and job.returncode is None  # still running: not reaped either
+        job.stdin.close()  # now it ends
         assert exited(job, 30) and job.returncode == 3
         assert exited(job, 0)  # and again, once reaped
     finally:
         job.kill()
         job.wait()
-    assert len(os.listdir("/proc/self/fd")) == fds
+    assert pidfds() == before
 
 
 def test_a_rank_looks_again_within_a_millisecond_early_in_a_wait_and_within_5_ms_later(monkeypatch):
@@ -223,8 +234,8 @@ def test_a_rank_looks_again_within_a_millisecond_early_in_a_wait_and_within_5_ms
         pauses.append((clock[0] - 100.0, seconds))
         clock[0] += seconds
 
-    monkeypatch.setattr(_waits.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(_waits.time, "sleep", sleep)
+    # this module's clock only: other threads of this process keep theirs
+    monkeypatch.setattr(_waits, "time", types.SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep))
     assert _waits.poll(lambda: clock[0] >= 100.5)
     early = [p for at, p in pauses if at < _waits.BRISK_SECONDS]
     late = [p for at, p in pauses if at >= _waits.BRISK_SECONDS + _waits.POLL_SECONDS]

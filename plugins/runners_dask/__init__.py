@@ -151,9 +151,8 @@ class DaskBackend(Backend):
         self.on_shutdown(shutil.rmtree, temp, ignore_errors=True)
         # Workers sample their own stacks every 10 ms, beside the items, for the dashboard's profile
         # page: no dashboard, no sampling. And every server (scheduler, nannies, workers) times its
-        # event loop every 20 ms for the dashboard's metrics: 0.05 of a core, of 0.09-0.12 that an
-        # idle cluster used; without a dashboard once a second, which still warns of a loop stuck
-        # for 3 s.
+        # event loop every 20 ms, for the dashboard's metrics and an INFO log line that runners
+        # silences: 0.05 of a core, of the 0.09-0.12 that an idle cluster used; once a second here.
         quiet = {} if self.options.dashboard is not None else {
             "distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
         with dask.config.set({"distributed.scheduler.allowed-failures": 0, **quiet,

@@ -92,6 +92,7 @@ class Relay(Handles[int]):
                                         name="runners-mpi-output", daemon=True)
         self._output.start()
         deadline = time.monotonic() + CONNECT_SECONDS
+        sources = None
         try:
             # Found while the ranks start (16-28 ms, mostly resolving paths), not after rank 0 calls
             # back: every rank waits for them before it starts MPI.
@@ -104,7 +105,8 @@ class Relay(Handles[int]):
         except BaseException as exc:
             self._stop()
             shutil.rmtree(self.tmp, ignore_errors=True)
-            if isinstance(exc, EOFError | OSError):  # rank 0 hung up: the job ended in its start-up
+            if isinstance(exc, EOFError | OSError) and sources is not None:  # rank 0 hung up: the job
+                # ended in its start-up (an OSError before it is this process's, reading a task file)
                 raise self._start_failed() from None
             raise
         finally:
@@ -264,7 +266,9 @@ def exited(process: subprocess.Popen, seconds: float) -> bool:
             return False
         return True
     try:
-        select.select([pidfd], [], [], seconds)
+        exit_seen = select.poll()  # (select.select refuses descriptors past 1023)
+        exit_seen.register(pidfd, select.POLLIN)
+        exit_seen.poll(seconds * 1000)
     finally:
         os.close(pidfd)
     return process.poll() is not None

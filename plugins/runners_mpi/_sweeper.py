@@ -78,8 +78,8 @@ def main(pids: list[int], segments: set[str], files: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    # Leave the rank that started us at once (it waits for that), and live on as no one's child: a
-    # runner's shut-down watchdog stops its children, and must not stop this.
+    # Leave the rank that started us at once (a thread there reaps us), and live on as no one's child:
+    # a runner's shut-down watchdog stops its children, and must not stop this.
     if os.fork() > 0:
         os._exit(0)
     main([int(pid) for pid in sys.argv[1].split(",")], set(filter(None, sys.argv[2].split(","))),
