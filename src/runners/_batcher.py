@@ -153,7 +153,7 @@ class Batcher:
         beyond = self.count - 2 * self.workers
         if beyond < 0 or self.total is None:
             return 1
-        rule = max(1, self.total // (self.workers * 4))
+        rule = rule_of_thumb(self.total, self.workers)
         return max(1, min(2 ** min(beyond + 1, 40), rule, self._most()))
 
     def _most(self) -> int:
@@ -175,6 +175,11 @@ class Batcher:
                 rounds = math.ceil(remaining / (self.workers * size))
                 size = math.ceil(remaining / (self.workers * rounds))
         return max(1, size)
+
+
+def rule_of_thumb(items: int, workers: int) -> int:
+    """The document's chunksize for `items` on `workers`: `len // (workers * 4)`, at least 1."""
+    return max(1, items // (workers * 4))
 
 
 def sampled_bytes(values: Sequence[Any], samples: int = 5) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _matrix_checks as check
+from ._batcher import rule_of_thumb
 from ._config import read_yaml, split_backend
 from ._engine import DEFAULT_SEED, Job, plan
 from ._errors import ConfigError
@@ -261,7 +262,7 @@ def _cell(experiment: Experiment, params: dict[str, Any], backend: str, options:
     runs_items = sampled["items"] if sampled else items
     size = None if chunk == "auto" else chunk
     if chunk == "rule":
-        size = max(1, (runs_items or 0) // (count * 4))
+        size = rule_of_thumb(runs_items or 0, count)
     window = SHARED if experiment.reuse else COLD
     # Schedulers and daemons keep working while idle: alone. So is a back-end whose memory is
     # measured: the process tree beside its runs must hold no other back-end.
