@@ -244,6 +244,42 @@ def test_a_rank_looks_again_within_a_millisecond_early_in_a_wait_and_within_5_ms
     assert not _waits.poll(lambda: False, deadline=clock[0] + 0.05)  # a deadline still ends it
 
 
+ABORTING_RANK = textwrap.dedent("""
+    import sys, time
+    from runners_mpi import _waits
+
+    class Comm:  # stands in for COMM_WORLD: records what mpiexec had not yet read when Abort came
+        def Abort(self, code):
+            print(_waits.unread(2), round(time.monotonic() - began, 2), file=open(sys.argv[1], "w"))
+            sys.exit(code)
+
+    sys.stderr.write("the line that says why" * 100 + "\\n")  # buffered, as print's often is
+    began = time.monotonic()
+    _waits.abort(Comm(), 3)
+""")
+
+
+@pytest.mark.parametrize("reader_pause", [0.3, 3.0])
+def test_a_rank_aborts_once_mpiexec_has_read_its_last_words_waiting_a_second_at_most(reader_pause, tmp_path):
+    # hydra stops reading a rank's output as the job aborts: without this wait, the line printed just
+    # before MPI_Abort (why the job ended) was lost in 3 of 100 jobs
+    from runners_mpi import _waits
+
+    said = tmp_path / "at-abort"
+    rank = subprocess.Popen([sys.executable, "-c", ABORTING_RANK, str(said)], stderr=subprocess.PIPE, text=True)
+    assert _waits.poll(lambda: _waits.unread(rank.stderr.fileno()) > 0, time.monotonic() + 30)
+    time.sleep(reader_pause)  # mpiexec's proxy, busy
+    err = rank.stderr.read()
+    assert rank.wait(timeout=30) == 3
+    unread, seconds = said.read_text().split()
+    if reader_pause < _waits.LAST_WORDS_SECONDS:  # it waited for the read, then aborted
+        assert int(unread) == 0 and float(seconds) >= reader_pause - 0.05, (unread, seconds)
+        assert err.count("the line that says why") == 100
+    else:  # a reader that does not read does not hold the job's end for longer than the bound
+        assert int(unread) > 0, unread
+        assert _waits.LAST_WORDS_SECONDS - 0.05 <= float(seconds) < _waits.LAST_WORDS_SECONDS + 1, seconds
+
+
 def test_master_worker_item_failure_in_process_keeps_type_item_and_traceback():
     with pytest.raises(runners.TaskError) as caught:
         runners.run(testing.map_task(testing.raise_on_seven), backend="mpi", workers=2, chunksize=3,

@@ -29,7 +29,7 @@ from ._relay import Relay
 from ._schemes import Work, limit_worker
 from ._ship import Modules, install
 from ._shm import remove_segments, stale_segments
-from ._waits import arrive, start_mpi
+from ._waits import abort, arrive, start_mpi
 
 # Set by the launchers that start MPI processes (hydra/MPICH, PMIx/Open MPI): we run under mpiexec.
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE")
@@ -180,7 +180,7 @@ class MpiBackend(Backend):
 
             traceback.print_exc()
             code = 1  # Abort does not return, but should it, leave with a failure
-            MPI.COMM_WORLD.Abort(1)
+            abort(MPI.COMM_WORLD, 1)
         # Leave the way rank 0 does, through the CLI (which lets SystemExit pass silently); MPI is
         # finalised at interpreter exit as usual.
         sys.exit(code)

@@ -15,6 +15,7 @@ from runners.backend import Arrivals
 
 from . import MpiBackend, MpiOptions, launcher_rank
 from ._relay import ADDRESS, AUTHKEY, connect
+from ._waits import abort
 
 
 def read_all(conn: Connection, inbox: Arrivals) -> None:
@@ -35,7 +36,7 @@ def read_all(conn: Connection, inbox: Arrivals) -> None:
         pass
     from mpi4py import MPI
 
-    MPI.COMM_WORLD.Abort(1)
+    abort(MPI.COMM_WORLD, 1)
 
 
 def main() -> None:
