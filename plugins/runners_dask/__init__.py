@@ -173,7 +173,9 @@ class DaskBackend(Backend):
                 scheduler_kwargs={"dashboard": self.options.dashboard is not None,
                                   "dashboard_address": self.options.dashboard or "127.0.0.1:0"})
         self.on_shutdown(self._cluster.close)
-        self._client = Client(self._cluster, set_as_default=False)
+        # Results straight from the worker that holds them: through the scheduler (dask's default
+        # outside a worker) each one crossed a second connection and the scheduler's event loop.
+        self._client = Client(self._cluster, set_as_default=False, direct_to_workers=True)
         self.on_shutdown(self._client.close)
         if self.options.bind != LOOPBACK:  # a logging warning: one plain line on stderr, stdout untouched
             logging.getLogger(__name__).warning(
