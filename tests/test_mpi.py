@@ -266,7 +266,8 @@ def test_a_rank_aborts_once_mpiexec_has_read_its_last_words_waiting_a_second_at_
     from runners_mpi import _waits
 
     said = tmp_path / "at-abort"
-    rank = subprocess.Popen([sys.executable, "-c", ABORTING_RANK, str(said)], stderr=subprocess.PIPE, text=True)
+    rank = subprocess.Popen([sys.executable, "-c", ABORTING_RANK, str(said)], stderr=subprocess.PIPE,
+                            text=True)
     assert _waits.poll(lambda: _waits.unread(rank.stderr.fileno()) > 0, time.monotonic() + 30)
     time.sleep(reader_pause)  # mpiexec's proxy, busy
     err = rank.stderr.read()
