@@ -253,7 +253,7 @@ ABORTING_RANK = textwrap.dedent("""
             print(_waits.unread(2), round(time.monotonic() - began, 2), file=open(sys.argv[1], "w"))
             sys.exit(code)
 
-    sys.stderr.write("the line that says why" * 100 + "\\n")  # buffered, as print's often is
+    sys.stderr.write("the line that says why" * 100 + "\\n")  # line-buffered: in the pipe, unread
     began = time.monotonic()
     _waits.abort(Comm(), 3)
 """)
